@@ -1,0 +1,33 @@
+//! The Raft consensus algorithm as a deterministic state machine.
+//!
+//! There are no sockets, threads, clocks or files here. The caller feeds the
+//! node time as [`RawNode::tick`], messages from peers as [`RawNode::step`]
+//! and commands as [`RawNode::propose`], then takes a [`Ready`] that lists
+//! the work those inputs produced:
+//!
+//! 1. persist `hard_state` and `entries` (one fsync covers both);
+//! 2. send `messages`, which may depend on what was just persisted;
+//! 3. apply `committed_entries` to the state machine, in order;
+//! 4. call [`RawNode::advance`] to acknowledge the persisted entries.
+//!
+//! An entry counts toward commit on this node only after `advance` reports
+//! it persisted, and a follower acknowledges an append only in a message of
+//! the `Ready` that persists it.
+
+pub mod base64_bytes;
+mod config;
+mod election;
+mod log;
+mod message;
+mod progress;
+mod raft;
+mod rand;
+mod ready;
+mod replication;
+mod types;
+
+pub use config::{Config, ConfigError};
+pub use message::{Message, MessageBody};
+pub use raft::{ProposeError, RawNode, Status, StepError};
+pub use ready::Ready;
+pub use types::{Entry, EntryKind, HardState, LogIndex, NodeId, Role, Term};

@@ -1,0 +1,35 @@
+use crate::message::Message;
+use crate::types::{Entry, HardState};
+
+/// The work a node's inputs produced, handed out by
+/// [`RawNode::ready`](crate::RawNode::ready).
+///
+/// Carry it out in field order: persist, send, apply, then call
+/// [`RawNode::advance`](crate::RawNode::advance).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Ready {
+    /// The new hard state, when it changed since the last `Ready`.
+    pub hard_state: Option<HardState>,
+    /// Entries to append to the durable log. The first entry's index may be
+    /// at or below the stored last index: stored entries from that index on
+    /// must be discarded first.
+    pub entries: Vec<Entry>,
+    /// Whether `hard_state` and `entries` must be fsynced before the messages
+    /// are sent. False when only the commit index changed, which may be
+    /// recovered lower after a crash.
+    pub must_sync: bool,
+    /// Messages to send once the above is persisted, in order.
+    pub messages: Vec<Message>,
+    /// Committed entries to apply to the state machine, in order. They are
+    /// all durable already.
+    pub committed_entries: Vec<Entry>,
+}
+
+impl Ready {
+    pub fn is_empty(&self) -> bool {
+        self.hard_state.is_none()
+            && self.entries.is_empty()
+            && self.messages.is_empty()
+            && self.committed_entries.is_empty()
+    }
+}
