@@ -31,3 +31,6 @@ pub use message::{Message, MessageBody};
 pub use raft::{ProposeError, RawNode, Status, StepError};
 pub use ready::Ready;
 pub use types::{Entry, EntryKind, HardState, LogIndex, NodeId, Role, Term};
+
+#[cfg(test)]
+mod tests;

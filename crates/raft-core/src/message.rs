@@ -27,7 +27,9 @@ pub enum MessageBody {
         last_log_index: LogIndex,
         last_log_term: Term,
     },
-    RequestVoteResponse { granted: bool },
+    RequestVoteResponse {
+        granted: bool,
+    },
     /// The leader replicates `entries`, which follow the entry at
     /// `prev_log_index` with term `prev_log_term`. An empty `entries` is a
     /// heartbeat.

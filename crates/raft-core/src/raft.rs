@@ -364,9 +364,10 @@ impl RawNode {
     /// is dropped.
     fn reject_stale(&mut self, message: Message) {
         match message.body {
-            MessageBody::RequestVote { .. } => {
-                self.send(message.from, MessageBody::RequestVoteResponse { granted: false })
-            }
+            MessageBody::RequestVote { .. } => self.send(
+                message.from,
+                MessageBody::RequestVoteResponse { granted: false },
+            ),
             MessageBody::AppendEntries { prev_log_index, .. } => {
                 let body = self.append_rejection(prev_log_index);
                 self.send(message.from, body);

@@ -42,7 +42,9 @@ impl ClientRequest {
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum ClientResponse {
     /// A put was committed and applied at `index`.
-    Written { index: LogIndex },
+    Written {
+        index: LogIndex,
+    },
     /// The value of the key, or `None` when the key is absent.
     Value {
         #[serde(with = "raft_core::base64_bytes::option")]
@@ -50,7 +52,10 @@ pub enum ClientResponse {
     },
     /// A delete was committed and applied; `existed` tells whether the key
     /// had a value.
-    Deleted { index: LogIndex, existed: bool },
+    Deleted {
+        index: LogIndex,
+        existed: bool,
+    },
     Status(NodeStatus),
     /// This node is not the leader. `leader_client_addr` is the client
     /// address of the leader this node last heard from, if any.

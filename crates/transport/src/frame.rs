@@ -25,7 +25,11 @@ pub const MAX_CLIENT_FRAME: usize = 1536 * 1024;
 ///
 /// Returns [`FrameError::TooLarge`] when the body exceeds `max_len`, and
 /// [`FrameError::Encode`] when serialization fails.
-pub fn encode<T: Serialize>(value: &T, max_len: usize, out: &mut Vec<u8>) -> Result<(), FrameError> {
+pub fn encode<T: Serialize>(
+    value: &T,
+    max_len: usize,
+    out: &mut Vec<u8>,
+) -> Result<(), FrameError> {
     let start = out.len();
     out.extend_from_slice(&[0; HEADER_LEN]);
     if let Err(error) = serde_json::to_writer(&mut *out, value) {
