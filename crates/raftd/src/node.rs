@@ -1,0 +1,448 @@
+//! The node driver: joins a Raft core to its write-ahead log, its key-value
+//! state machine and a transport, on one event loop thread.
+//!
+//! Each turn of the loop polls the transport (waiting at most until the next
+//! tick), handles the events, ticks the core when a tick is due, and then
+//! carries out every `Ready`: append to the log, fsync once, send, apply.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use raft_core::{Config, Entry, EntryKind, LogIndex, Message, NodeId, RawNode, Ready, Role, Term};
+use transport::{
+    ClientErrorKind, ClientRequest, ClientResponse, ConnId, Event, NodeStatus, RequestId, Transport,
+};
+
+use crate::cluster::Member;
+use crate::kv::{Applied, Command, KvStore, MAX_KEY_LEN, MAX_VALUE_LEN};
+use crate::wal::{Disk, Wal, WalError, WalOptions};
+
+/// Settings of one node.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub id: NodeId,
+    pub data_dir: PathBuf,
+    /// Every member, this node included.
+    pub members: Vec<Member>,
+    /// Time between Raft ticks; the leader sends a heartbeat every tick.
+    pub tick_interval: Duration,
+    /// Minimum election timeout, in ticks.
+    pub election_ticks: u32,
+    pub wal: WalOptions,
+    /// Seed of the core's random source for election timeouts. Give each
+    /// node and each run its own, except in reproducible tests.
+    pub seed: u64,
+}
+
+/// Errors that stop a node.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("write-ahead log in {dir}: {source}")]
+    Wal {
+        dir: PathBuf,
+        #[source]
+        source: WalError,
+    },
+    #[error("invalid Raft configuration: {0}")]
+    Config(#[from] raft_core::ConfigError),
+    #[error("transport failed: {0}")]
+    Transport(#[from] transport::TransportError),
+}
+
+/// A client write or read waiting for its entry to apply.
+#[derive(Debug)]
+struct PendingRequest {
+    term: Term,
+    conn: ConnId,
+    id: RequestId,
+}
+
+/// One raftd node.
+pub struct Node<T: Transport, D: Disk> {
+    config: NodeConfig,
+    raw: RawNode,
+    wal: Wal<D>,
+    kv: KvStore,
+    transport: T,
+    next_tick: Instant,
+    /// Peer requests stepped into the core and not yet answered, per peer in
+    /// arrival order. The core answers each request exactly once and in
+    /// order, so its next response to a peer pairs with the front entry.
+    peer_requests: BTreeMap<NodeId, VecDeque<(ConnId, RequestId)>>,
+    /// Client requests proposed by this node, by log index.
+    pending: BTreeMap<LogIndex, PendingRequest>,
+    events: Vec<Event>,
+}
+
+impl<T: Transport, D: Disk> Node<T, D> {
+    /// Opens the node's log in its data directory, recovers term, vote and
+    /// log, and replays committed entries into the state machine.
+    ///
+    /// # Errors
+    ///
+    /// Returns an error when the log cannot be opened or is corrupt, or when
+    /// the configuration is invalid.
+    pub fn new(config: NodeConfig, disk: D, transport: T) -> Result<Node<T, D>, NodeError> {
+        let wal_dir = config.data_dir.join("wal");
+        let (wal, recovered) =
+            Wal::open(disk, &wal_dir, config.wal.clone()).map_err(|source| NodeError::Wal {
+                dir: wal_dir.clone(),
+                source,
+            })?;
+        let hard_state = recovered.hard_state;
+        let entries = recovered.entries;
+
+        // The state machine lives in memory, so it is rebuilt from the
+        // committed prefix of the log at every start.
+        let mut kv = KvStore::new();
+        let committed = hard_state.commit.min(LogIndex(entries.len() as u64));
+        for entry in &entries[..committed.0 as usize] {
+            apply_to(&mut kv, entry);
+        }
+
+        let mut raft_config = Config::new(config.id, config.members.iter().map(|m| m.id).collect());
+        raft_config.election_tick = config.election_ticks;
+        raft_config.heartbeat_tick = 1;
+        raft_config.seed = config.seed;
+        tracing::info!(
+            node = config.id.0,
+            term = hard_state.term.0,
+            vote = ?hard_state.vote.map(|vote| vote.0),
+            commit = committed.0,
+            last_index = entries.len(),
+            "recovered state from the write-ahead log"
+        );
+        let raw = RawNode::new(raft_config, hard_state, entries, committed)?;
+        let next_tick = transport.now() + config.tick_interval;
+        Ok(Node {
+            config,
+            raw,
+            wal,
+            kv,
+            transport,
+            next_tick,
+            peer_requests: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            events: Vec::new(),
+        })
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.config.id
+    }
+
+    pub fn transport(&self) -> &T {
+        &self.transport
+    }
+
+    pub fn transport_mut(&mut self) -> &mut T {
+        &mut self.transport
+    }
+
+    pub fn kv(&self) -> &KvStore {
+        &self.kv
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raw.status().role == Role::Leader
+    }
+
+    pub fn raft_status(&self) -> raft_core::Status {
+        self.raw.status()
+    }
+
+    pub fn status(&self) -> NodeStatus {
+        let status = self.raw.status();
+        NodeStatus {
+            id: status.id,
+            role: status.role,
+            term: status.term,
+            leader_id: status.leader,
+            commit_index: status.commit_index,
+            applied_index: self.kv.applied_index(),
+        }
+    }
+
+    /// The time of the next tick; the loop never waits past it.
+    pub fn next_deadline(&self) -> Instant {
+        self.next_tick
+    }
+
+    /// Runs the event loop until `stop` returns true, checking it at least
+    /// once per tick.
+    ///
+    /// # Errors
+    ///
+    /// Returns the first error that stops the node: a failed write or fsync
+    /// of the log, or a failed poller.
+    pub fn run(&mut self, mut stop: impl FnMut() -> bool) -> Result<(), NodeError> {
+        while !stop() {
+            self.poll_once(None)?;
+        }
+        Ok(())
+    }
+
+    /// Runs one turn of the event loop, waiting for network events at most
+    /// until the next tick, or `max_wait` when that is sooner.
+    ///
+    /// # Errors
+    ///
+    /// As [`Node::run`].
+    pub fn poll_once(&mut self, max_wait: Option<Duration>) -> Result<(), NodeError> {
+        let now = self.transport.now();
+        let mut wait = self.next_tick.saturating_duration_since(now);
+        if let Some(max_wait) = max_wait {
+            wait = wait.min(max_wait);
+        }
+        let mut events = std::mem::take(&mut self.events);
+        self.transport.poll(&mut events, Some(wait))?;
+        for event in events.drain(..) {
+            self.handle_event(event);
+        }
+        self.events = events;
+
+        let now = self.transport.now();
+        if now >= self.next_tick {
+            self.raw.tick();
+            self.next_tick += self.config.tick_interval;
+            if self.next_tick <= now {
+                // The loop fell behind, for example during a slow fsync. Ticks
+                // are not replayed in a burst, which would start an election
+                // at once.
+                self.next_tick = now + self.config.tick_interval;
+            }
+        }
+        self.handle_readies()
+    }
+
+    fn handle_event(&mut self, event: Event) {
+        match event {
+            Event::PeerRequest {
+                conn,
+                id,
+                from,
+                message,
+            } => {
+                if message.from != from {
+                    tracing::warn!(
+                        conn = conn.0,
+                        peer = from.0,
+                        claimed = message.from.0,
+                        "dropping peer request whose sender differs from the handshake"
+                    );
+                    return;
+                }
+                let kind = message.body.name();
+                match self.raw.step(message) {
+                    Ok(()) => self
+                        .peer_requests
+                        .entry(from)
+                        .or_default()
+                        .push_back((conn, id)),
+                    Err(error) => {
+                        tracing::warn!(peer = from.0, kind, %error, "dropping peer request")
+                    }
+                }
+            }
+            Event::PeerResponse { peer, message, .. } => {
+                if message.from != peer || message.is_request() {
+                    tracing::warn!(peer = peer.0, "dropping malformed peer response");
+                    return;
+                }
+                if let Err(error) = self.raw.step(message) {
+                    tracing::warn!(peer = peer.0, %error, "dropping peer response");
+                }
+            }
+            Event::RequestFailed { peer, .. } => self.raw.report_unreachable(peer),
+            Event::ClientRequest { conn, id, request } => self.handle_client(conn, id, request),
+            Event::ConnectionClosed { conn } => {
+                self.pending.retain(|_, pending| pending.conn != conn);
+            }
+        }
+    }
+
+    fn handle_client(&mut self, conn: ConnId, id: RequestId, request: ClientRequest) {
+        let command = match request {
+            ClientRequest::Status => {
+                let status = self.status();
+                self.respond(conn, id, ClientResponse::Status(status));
+                return;
+            }
+            ClientRequest::Put { key, value } => Command::Put { key, value },
+            ClientRequest::Delete { key } => Command::Delete { key },
+            ClientRequest::Get { key } => Command::Get { key },
+        };
+        if let Some(error) = check_command(&command) {
+            self.respond(conn, id, error);
+            return;
+        }
+        match self.raw.propose(command.encode()) {
+            Ok((index, term)) => {
+                let pending = PendingRequest { term, conn, id };
+                if let Some(replaced) = self.pending.insert(index, pending) {
+                    // An earlier proposal at this index was lost with an old
+                    // term's log suffix.
+                    self.respond(replaced.conn, replaced.id, unavailable());
+                }
+            }
+            Err(raft_core::ProposeError::NotLeader { leader }) => {
+                let leader_client_addr = leader.and_then(|leader| {
+                    self.config
+                        .members
+                        .iter()
+                        .find(|member| member.id == leader)
+                        .map(|member| member.client_addr.clone())
+                });
+                let response = ClientResponse::NotLeader {
+                    leader_id: leader,
+                    leader_client_addr,
+                };
+                self.respond(conn, id, response);
+            }
+        }
+    }
+
+    /// Carries out every `Ready` the core has: persist, send, apply.
+    fn handle_readies(&mut self) -> Result<(), NodeError> {
+        while self.raw.has_ready() {
+            let ready = self.raw.ready();
+            self.persist(&ready)?;
+            self.send_messages(&ready);
+            for entry in &ready.committed_entries {
+                self.apply(entry);
+            }
+            self.raw.advance(&ready);
+        }
+        Ok(())
+    }
+
+    fn persist(&mut self, ready: &Ready) -> Result<(), NodeError> {
+        if ready.entries.is_empty() && ready.hard_state.is_none() {
+            return Ok(());
+        }
+        let wal_error = |source| NodeError::Wal {
+            dir: self.config.data_dir.join("wal"),
+            source,
+        };
+        self.wal
+            .append(&ready.entries, ready.hard_state.as_ref())
+            .map_err(wal_error)?;
+        if ready.must_sync {
+            // One fsync covers every entry and hard state record appended
+            // since the last one.
+            self.wal.sync().map_err(|source| NodeError::Wal {
+                dir: self.config.data_dir.join("wal"),
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
+    fn send_messages(&mut self, ready: &Ready) {
+        for message in &ready.messages {
+            self.send_message(message.clone());
+        }
+    }
+
+    fn send_message(&mut self, message: Message) {
+        let to = message.to;
+        if message.is_request() {
+            if let Err(error) = self.transport.send(to, message) {
+                tracing::warn!(peer = to.0, %error, "failed to send peer request");
+            }
+            return;
+        }
+        let Some((conn, id)) = self
+            .peer_requests
+            .get_mut(&to)
+            .and_then(VecDeque::pop_front)
+        else {
+            tracing::error!(
+                peer = to.0,
+                "dropping a response with no request to pair it with"
+            );
+            return;
+        };
+        if let Err(error) = self.transport.respond_peer(conn, id, message) {
+            tracing::debug!(peer = to.0, %error, "peer response not delivered");
+        }
+    }
+
+    fn apply(&mut self, entry: &Entry) {
+        let applied = apply_to(&mut self.kv, entry);
+        let Some(pending) = self.pending.remove(&entry.index) else {
+            return;
+        };
+        let response = match applied {
+            _ if pending.term != entry.term => unavailable(),
+            Some(Applied::Written) => ClientResponse::Written { index: entry.index },
+            Some(Applied::Deleted { existed }) => ClientResponse::Deleted {
+                index: entry.index,
+                existed,
+            },
+            Some(Applied::Value(value)) => ClientResponse::Value { value },
+            None => ClientResponse::Error {
+                kind: ClientErrorKind::Internal,
+                message: format!("entry {} holds no valid command", entry.index),
+            },
+        };
+        self.respond(pending.conn, pending.id, response);
+    }
+
+    fn respond(&mut self, conn: ConnId, id: RequestId, response: ClientResponse) {
+        if let Err(error) = self.transport.respond_client(conn, id, response) {
+            tracing::debug!(conn = conn.0, %error, "client response not delivered");
+        }
+    }
+}
+
+/// Applies one committed entry. Returns `None` for an entry without a
+/// command: a leader's empty entry, or data that does not decode, which
+/// every node skips alike.
+fn apply_to(kv: &mut KvStore, entry: &Entry) -> Option<Applied> {
+    if entry.kind == EntryKind::Noop {
+        kv.skip(entry.index);
+        return None;
+    }
+    match Command::decode(&entry.data) {
+        Ok(command) => Some(kv.apply(entry.index, command)),
+        Err(error) => {
+            tracing::error!(index = entry.index.0, %error, "skipping committed entry with an invalid command");
+            kv.skip(entry.index);
+            None
+        }
+    }
+}
+
+fn check_command(command: &Command) -> Option<ClientResponse> {
+    let (key, value_len) = match command {
+        Command::Put { key, value } => (key, value.len()),
+        Command::Delete { key } | Command::Get { key } => (key, 0),
+    };
+    let message = if key.is_empty() {
+        "the key is empty".to_owned()
+    } else if key.len() > MAX_KEY_LEN {
+        format!(
+            "the key has {} bytes, above the limit of {MAX_KEY_LEN}",
+            key.len()
+        )
+    } else if value_len > MAX_VALUE_LEN {
+        format!("the value has {value_len} bytes, above the limit of {MAX_VALUE_LEN}")
+    } else {
+        return None;
+    };
+    Some(ClientResponse::Error {
+        kind: ClientErrorKind::InvalidRequest,
+        message,
+    })
+}
+
+fn unavailable() -> ClientResponse {
+    ClientResponse::Error {
+        kind: ClientErrorKind::Unavailable,
+        message:
+            "leadership changed before the request committed; it may or may not have taken effect"
+                .to_owned(),
+    }
+}
