@@ -134,7 +134,10 @@ impl Client {
         let mut last_error: Option<ClientError> = None;
 
         while Instant::now() < deadline {
-            let result = self.call_target(request.clone(), deadline).await;
+            // A node that accepts connections but does not answer (stopped,
+            // or cut off from its peers) must not use up the whole timeout.
+            let attempt_deadline = deadline.min(Instant::now() + self.attempt_timeout());
+            let result = self.call_target(request.clone(), attempt_deadline).await;
             match result {
                 Ok(ClientResponse::NotLeader {
                     leader_client_addr: Some(leader),
@@ -198,6 +201,12 @@ impl Client {
             self.connection = None;
         }
         result
+    }
+
+    /// The time one attempt on one node may take: a third of the timeout,
+    /// within 200 ms to 2 s.
+    fn attempt_timeout(&self) -> Duration {
+        (self.timeout / 3).clamp(Duration::from_millis(200), Duration::from_secs(2))
     }
 
     fn switch_target(&mut self, target: String) {

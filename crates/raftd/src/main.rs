@@ -63,8 +63,8 @@ struct NodeArgs {
 
     /// Every member with its peer and client address:
     /// 1=PEER_HOST:PORT/CLIENT_HOST:PORT,2=...,3=... (the same value on every node).
-    #[arg(long, value_name = "ID=PEER/CLIENT,...", required = true, value_parser = cluster::parse_initial_cluster)]
-    initial_cluster: Option<Vec<Member>>,
+    #[arg(long, value_name = "ID=PEER/CLIENT,...", required = true, value_parser = parse_members)]
+    initial_cluster: Option<MemberList>,
 
     /// Name of this cluster; nodes refuse peers whose token or member list differs.
     #[arg(long, value_name = "TOKEN", default_value = "raftd-cluster")]
@@ -79,6 +79,15 @@ struct NodeArgs {
     /// from [MS, 2*MS). Must be at least 3 times --heartbeat-interval.
     #[arg(long, value_name = "MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
     election_timeout: u64,
+}
+
+/// The parsed `--initial-cluster`. A newtype, because clap would take a bare
+/// `Vec` for a flag that repeats.
+#[derive(Clone, Debug)]
+struct MemberList(Vec<Member>);
+
+fn parse_members(text: &str) -> Result<MemberList, cluster::ClusterSpecError> {
+    cluster::parse_initial_cluster(text).map(MemberList)
 }
 
 fn parse_host_port(text: &str) -> Result<String, String> {
@@ -122,7 +131,7 @@ fn run_node(args: NodeArgs) -> ExitCode {
     let data_dir = args.data_dir.expect("required by clap");
     let peer_addr = args.peer_addr.expect("required by clap");
     let client_addr = args.client_addr.expect("required by clap");
-    let members = args.initial_cluster.expect("required by clap");
+    let members = args.initial_cluster.expect("required by clap").0;
 
     if !members.iter().any(|member| member.id == id) {
         return usage_error(format!(
