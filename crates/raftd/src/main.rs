@@ -75,7 +75,7 @@ struct NodeArgs {
     heartbeat_interval: u64,
 
     /// Time a follower waits without hearing from a leader before it starts an
-    /// election, in milliseconds; each node draws its actual timeout at random
+    /// election, in milliseconds. Each node draws its actual timeout at random
     /// from [MS, 2*MS). Must be at least 3 times --heartbeat-interval.
     #[arg(long, value_name = "MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
     election_timeout: u64,
@@ -214,7 +214,7 @@ fn resolve(addr: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("{addr:?} resolved to no address"))
 }
 
-/// A seed for election timeouts that differs between nodes and between runs.
+/// Returns a seed for election timeouts that differs between nodes and runs.
 fn seed_from_clock(id: NodeId) -> u64 {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -126,7 +126,7 @@ fn three_nodes_elect_and_commit_hundred_proposals() {
             "put {i}: {response:?}"
         );
     }
-    // A put sent to a follower is answered with the leader's address.
+    // A follower responds to a put with the leader's address.
     let follower = if leader == 1 { 2 } else { 1 };
     let mut follower_client =
         MemClient::connect(&cluster.network, &format!("node-{follower}:client")).unwrap();

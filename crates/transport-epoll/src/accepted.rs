@@ -16,7 +16,7 @@ use crate::stream::{self, ReadOutcome};
 /// Time a new connection has to send its handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Why an accepted connection is closed.
+/// The reason an accepted connection is closed.
 #[derive(Debug, thiserror::Error)]
 enum CloseReason {
     #[error(transparent)]
@@ -233,7 +233,8 @@ impl Handler for Accepted {
     fn queue_response(&mut self, bytes: &[u8], context: &mut Context<'_>) -> bool {
         self.output.extend_from_slice(bytes);
         if let Err(error) = self.flush_and_rearm(context) {
-            // The next readiness event sees the broken socket and closes it.
+            // The next readiness event reports the broken socket, which
+            // closes it.
             tracing::debug!(conn = self.key, %error, "write failed");
         }
         true

@@ -1,4 +1,4 @@
-//! What every registered socket's handler implements, and the context the
+//! The trait of every registered socket's handler, and the context the
 //! event loop lends it.
 
 use std::time::Instant;
@@ -90,7 +90,7 @@ pub(crate) trait Handler {
         false
     }
 
-    /// The largest frame a response on this connection may have.
+    /// Returns the largest frame a response on this connection may have.
     fn max_frame(&self) -> usize {
         0
     }

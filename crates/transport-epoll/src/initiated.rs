@@ -222,8 +222,8 @@ impl Initiated {
     }
 
     /// Handles the end of a nonblocking connect. Writability alone does not
-    /// prove the connection: the socket's pending error, or a failing
-    /// `peer_addr`, tells a refused connect apart.
+    /// prove the connection: a refused connect shows as the socket's
+    /// pending error or as a failing `peer_addr`.
     fn finish_connect(&mut self, context: &mut Context<'_>) {
         let State::Connecting { stream, .. } = &self.state else {
             return;
@@ -299,7 +299,7 @@ impl Initiated {
             }
             let envelope: Envelope<Message> =
                 frame::decode(&body).map_err(|error| error.to_string())?;
-            // A retried request can be answered twice; only the first counts.
+            // A retried request can get two responses, and only the first counts.
             if self.in_flight.remove(&envelope.id).is_some() {
                 context.events.push(Event::PeerResponse {
                     peer: self.peer,
@@ -416,8 +416,8 @@ impl Handler for Initiated {
                 }
             }
             State::Ready { .. } => {
-                // A peer that answers no request within all its attempts is
-                // as good as gone: reconnect instead of waiting on it.
+                // A peer that responds to no request within all its attempts
+                // is as good as gone, so reconnect instead of waiting on it.
                 if unresponsive {
                     tracing::debug!(peer = self.peer.0, "reconnecting to unresponsive peer");
                     self.disconnect(context);

@@ -107,12 +107,13 @@ impl EpollTransport {
         Ok(transport)
     }
 
-    /// The bound peer address, with the actual port when bound to port 0.
+    /// Returns the bound peer address, with the actual port when bound to
+    /// port 0.
     pub fn peer_addr(&self) -> SocketAddr {
         self.peer_addr
     }
 
-    /// The bound client address.
+    /// Returns the bound client address.
     pub fn client_addr(&self) -> SocketAddr {
         self.client_addr
     }

@@ -8,7 +8,8 @@ use std::time::Instant;
 use crate::accepted::Accepted;
 use crate::handler::{Context, Handler, Status};
 
-/// Which port a listener serves, and so which protocol its connections speak.
+/// The port a listener serves, which decides the protocol its connections
+/// speak.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Port {
     Peer,

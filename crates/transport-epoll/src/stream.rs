@@ -7,7 +7,7 @@ use std::net::TcpStream;
 /// connection cannot starve the others.
 const READ_BUDGET: usize = 1024 * 1024;
 
-/// What a nonblocking read produced.
+/// The result of a nonblocking read.
 pub(crate) enum ReadOutcome {
     /// Bytes were read (possibly none); the socket is still open.
     Open,
@@ -54,8 +54,8 @@ pub(crate) fn write_buffered(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::R
     Ok(())
 }
 
-/// The poller interest for a stream: always readable, writable while output
-/// is pending.
+/// Returns the poller interest for a stream: always readable, and writable
+/// while output is pending.
 pub(crate) fn interest(key: usize, pending_output: bool) -> polling::Event {
     if pending_output {
         polling::Event::all(key)

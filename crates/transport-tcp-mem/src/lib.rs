@@ -2,7 +2,7 @@
 //! virtual clock, so that a test runs a whole cluster of real node drivers
 //! in one thread, the same way on every run.
 //!
-//! A [`MemNetwork`] holds the listeners, connections and packets in flight
+//! A [`MemNetwork`] contains the listeners, connections and packets in flight
 //! of every endpoint. Each node gets a [`MemTransport`]; a test acts as a
 //! client through [`MemClient`]. Connections behave as on TCP: the
 //! initiating side sends a handshake first, bytes on one connection arrive

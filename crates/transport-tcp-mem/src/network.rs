@@ -11,7 +11,7 @@ pub(crate) type EndpointId = u64;
 /// Identifies a connection on the network.
 pub(crate) type NetConnId = u64;
 
-/// Which port a listener serves.
+/// The port a listener serves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Port {
     Peer,
@@ -93,7 +93,7 @@ impl MemNetwork {
         self.inner.borrow_mut().latency = latency;
     }
 
-    /// The current virtual time.
+    /// Returns the current virtual time.
     pub fn now(&self) -> Instant {
         self.inner.borrow().instant()
     }
@@ -108,7 +108,7 @@ impl MemNetwork {
         self.inner.borrow_mut().now += duration;
     }
 
-    /// The delivery time of the earliest packet in flight, if any.
+    /// Returns the delivery time of the earliest packet in flight, if any.
     pub fn next_delivery(&self) -> Option<Instant> {
         let inner = self.inner.borrow();
         inner.packets.keys().next().map(|(at, _)| inner.base + *at)

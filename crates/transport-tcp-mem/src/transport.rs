@@ -14,7 +14,7 @@ use transport::{
 
 use crate::network::{EndpointId, MemNetwork, NetConnId, Port};
 
-/// A request sent to a peer and not yet answered.
+/// A request sent to a peer, waiting for its response.
 #[derive(Debug)]
 struct Outstanding {
     id: RequestId,
@@ -427,9 +427,9 @@ impl MemTransport {
                     inner.send(conn, true, bytes);
                 }
             }
-            // A peer that answers neither a handshake nor a request within
-            // its attempts is treated as a broken connection: close it and
-            // reconnect with backoff, as the TCP transport does.
+            // A peer that responds to neither the handshake nor a request
+            // within its attempts counts as a broken connection, so close it
+            // and reconnect with backoff, as the TCP transport does.
             let handshake_expired = initiated.conn.is_some()
                 && !initiated.handshaken
                 && initiated.handshake_deadline <= now;
