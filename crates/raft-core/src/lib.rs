@@ -15,6 +15,8 @@
 //! the `Ready` that persists it.
 
 pub mod base64_bytes;
+#[cfg(feature = "bug-injection")]
+pub mod bug_injection;
 mod config;
 mod election;
 mod log;
@@ -34,3 +36,17 @@ pub use types::{Entry, EntryKind, HardState, LogIndex, NodeId, Role, Term};
 
 #[cfg(test)]
 mod tests;
+
+/// Evaluates to whether a deliberate bug is switched on, and to `false`
+/// unless the crate that uses it is built with its `bug-injection` feature.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! injected {
+    ($bug:ident) => {{
+        #[cfg(feature = "bug-injection")]
+        let on = $crate::bug_injection::enabled($crate::bug_injection::Bug::$bug);
+        #[cfg(not(feature = "bug-injection"))]
+        let on = false;
+        on
+    }};
+}

@@ -79,6 +79,13 @@ impl RaftLog {
             .map(|entry| entry.term)
     }
 
+    pub(crate) fn entry(&self, index: LogIndex) -> Option<&Entry> {
+        if index.0 == 0 {
+            return None;
+        }
+        self.entries.get(index.0 as usize - 1)
+    }
+
     pub(crate) fn matches(&self, index: LogIndex, term: Term) -> bool {
         self.term(index) == Some(term)
     }

@@ -98,8 +98,8 @@ impl RawNode {
     ) -> Result<RawNode, ConfigError> {
         config.validate()?;
         let last = LogIndex(entries.len() as u64);
-        // The stored commit index is a lower bound written without fsync; an
-        // entry above the durable log cannot have been applied.
+        // A commit index above the durable log would be a storage bug; cap
+        // it rather than apply entries this node does not have.
         let committed = hard_state.commit.min(last);
         let log = RaftLog::restore(entries, committed, applied);
         let rng = SplitMix64::new(config.seed);
@@ -149,6 +149,11 @@ impl RawNode {
     /// The term of the entry at `index`, if the log has it.
     pub fn term_at(&self, index: LogIndex) -> Option<Term> {
         self.log.term(index)
+    }
+
+    /// The entry at `index`, if the log has it (durable or not).
+    pub fn entry(&self, index: LogIndex) -> Option<&Entry> {
+        self.log.entry(index)
     }
 
     /// Advances the logical clock by one tick.
@@ -272,14 +277,12 @@ impl RawNode {
     pub fn ready(&mut self) -> Ready {
         let hard_state = self.hard_state();
         let changed = hard_state != self.last_hard_state;
-        let term_or_vote_changed = hard_state.term != self.last_hard_state.term
-            || hard_state.vote != self.last_hard_state.vote;
         self.last_hard_state = hard_state;
 
         let entries = self.log.take_unpersisted();
         Ready {
             hard_state: changed.then_some(hard_state),
-            must_sync: term_or_vote_changed || !entries.is_empty(),
+            must_sync: changed || !entries.is_empty(),
             entries,
             messages: std::mem::take(&mut self.messages),
             committed_entries: self.log.take_committed(),

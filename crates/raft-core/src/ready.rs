@@ -15,8 +15,8 @@ pub struct Ready {
     /// must be discarded first.
     pub entries: Vec<Entry>,
     /// Whether `hard_state` and `entries` must be fsynced before the messages
-    /// are sent. False when only the commit index changed, which may be
-    /// recovered lower after a crash.
+    /// are sent. True whenever either is present: the commit index is made
+    /// durable too, so that it never moves backwards across a restart.
     pub must_sync: bool,
     /// Messages to send once the above is persisted, in order.
     pub messages: Vec<Message>,

@@ -89,7 +89,7 @@ impl Entry {
 
 /// The state a node must persist before it sends any message that depends
 /// on it: the current term, the vote cast in that term, and the commit index
-/// it has learned (which may be recovered as a lower bound).
+/// it has learned.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HardState {
     pub term: Term,

@@ -101,6 +101,31 @@ impl Client {
         }
     }
 
+    /// Sets `key` to `value` if its current value is `expected` (`None`: the
+    /// key is absent). Returns whether it swapped and the value it found.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::put`].
+    pub async fn cas(
+        &mut self,
+        key: &[u8],
+        expected: Option<&[u8]>,
+        value: &[u8],
+    ) -> Result<(bool, Option<Vec<u8>>), ClientError> {
+        let request = ClientRequest::Cas {
+            key: key.to_vec(),
+            expected: expected.map(<[u8]>::to_vec),
+            value: value.to_vec(),
+        };
+        match self.request(request).await? {
+            ClientResponse::Swapped {
+                succeeded, current, ..
+            } => Ok((succeeded, current)),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
     /// Asks one endpoint for its own status, without following the leader.
     ///
     /// # Errors

@@ -24,6 +24,14 @@ pub enum Command {
         #[serde(with = "raft_core::base64_bytes")]
         key: Vec<u8>,
     },
+    Cas {
+        #[serde(with = "raft_core::base64_bytes")]
+        key: Vec<u8>,
+        #[serde(with = "raft_core::base64_bytes::option")]
+        expected: Option<Vec<u8>>,
+        #[serde(with = "raft_core::base64_bytes")]
+        value: Vec<u8>,
+    },
     /// A read that goes through the log, so that it is answered at a point
     /// where this node's leadership was confirmed by the commit.
     Get {
@@ -49,7 +57,13 @@ impl Command {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Applied {
     Written,
-    Deleted { existed: bool },
+    Deleted {
+        existed: bool,
+    },
+    Swapped {
+        succeeded: bool,
+        current: Option<Vec<u8>>,
+    },
     Value(Option<Vec<u8>>),
 }
 
@@ -87,6 +101,18 @@ impl KvStore {
             Command::Delete { key } => Applied::Deleted {
                 existed: self.map.remove(&key).is_some(),
             },
+            Command::Cas {
+                key,
+                expected,
+                value,
+            } => {
+                let current = self.map.get(&key).cloned();
+                let succeeded = current == expected;
+                if succeeded {
+                    self.map.insert(key, value);
+                }
+                Applied::Swapped { succeeded, current }
+            }
             Command::Get { key } => Applied::Value(self.map.get(&key).cloned()),
         }
     }
@@ -148,6 +174,38 @@ mod tests {
         );
         assert_eq!(kv.get(b"a"), None);
         assert_eq!(kv.applied_index(), LogIndex(4));
+    }
+
+    #[test]
+    fn cas_swaps_only_on_match() {
+        let mut kv = KvStore::new();
+        let cas = |expected: Option<&str>, value: &str| Command::Cas {
+            key: "k".into(),
+            expected: expected.map(Into::into),
+            value: value.into(),
+        };
+        assert_eq!(
+            kv.apply(LogIndex(1), cas(Some("x"), "1")),
+            Applied::Swapped {
+                succeeded: false,
+                current: None
+            }
+        );
+        assert_eq!(
+            kv.apply(LogIndex(2), cas(None, "1")),
+            Applied::Swapped {
+                succeeded: true,
+                current: None
+            }
+        );
+        assert_eq!(
+            kv.apply(LogIndex(3), cas(Some("1"), "2")),
+            Applied::Swapped {
+                succeeded: true,
+                current: Some(b"1".to_vec())
+            }
+        );
+        assert_eq!(kv.get(b"k"), Some(b"2".as_slice()));
     }
 
     #[test]

@@ -178,6 +178,7 @@ fn run_node(args: NodeArgs) -> ExitCode {
         election_ticks: (args.election_timeout / args.heartbeat_interval) as u32,
         wal: WalOptions::default(),
         seed: seed_from_clock(id),
+        record_applied: false,
     };
     let mut node = match Node::new(config, OsDisk, transport) {
         Ok(node) => node,

@@ -33,6 +33,8 @@ pub struct NodeConfig {
     /// Seed of the core's random source for election timeouts. Give each
     /// node and each run its own, except in reproducible tests.
     pub seed: u64,
+    /// Whether to record every applied entry for [`Node::take_applied_log`].
+    pub record_applied: bool,
 }
 
 /// Errors that stop a node.
@@ -73,6 +75,12 @@ pub struct Node<T: Transport, D: Disk> {
     /// Client requests proposed by this node, by log index.
     pending: BTreeMap<LogIndex, PendingRequest>,
     events: Vec<Event>,
+    /// Set only by the injected `ack-before-fsync` bug: an fsync owed from
+    /// the previous loop turn.
+    deferred_sync: bool,
+    /// Applied entries as (index, term), recorded when
+    /// [`NodeConfig::record_applied`] is set, for the simulator's checks.
+    applied_log: Vec<(LogIndex, Term)>,
 }
 
 impl<T: Transport, D: Disk> Node<T, D> {
@@ -113,7 +121,14 @@ impl<T: Transport, D: Disk> Node<T, D> {
             last_index = entries.len(),
             "recovered state from the write-ahead log"
         );
-        let raw = RawNode::new(raft_config, hard_state, entries, committed)?;
+        // The injected bug hands the committed entries out once more, as if
+        // the state machine had lost track of what it applied.
+        let applied = if raft_core::injected!(DoubleApply) && committed.0 > 0 {
+            LogIndex(committed.0 - 1)
+        } else {
+            committed
+        };
+        let raw = RawNode::new(raft_config, hard_state, entries, applied)?;
         let next_tick = transport.now() + config.tick_interval;
         Ok(Node {
             config,
@@ -125,6 +140,8 @@ impl<T: Transport, D: Disk> Node<T, D> {
             peer_requests: BTreeMap::new(),
             pending: BTreeMap::new(),
             events: Vec::new(),
+            deferred_sync: false,
+            applied_log: Vec::new(),
         })
     }
 
@@ -146,6 +163,17 @@ impl<T: Transport, D: Disk> Node<T, D> {
 
     pub fn is_leader(&self) -> bool {
         self.raw.status().role == Role::Leader
+    }
+
+    /// The Raft core, for inspection by tests and the simulator.
+    pub fn raw(&self) -> &RawNode {
+        &self.raw
+    }
+
+    /// Takes the entries applied since the last call, as (index, term).
+    /// Empty unless [`NodeConfig::record_applied`] is set.
+    pub fn take_applied_log(&mut self) -> Vec<(LogIndex, Term)> {
+        std::mem::take(&mut self.applied_log)
     }
 
     pub fn raft_status(&self) -> raft_core::Status {
@@ -190,6 +218,13 @@ impl<T: Transport, D: Disk> Node<T, D> {
     ///
     /// As [`Node::run`].
     pub fn poll_once(&mut self, max_wait: Option<Duration>) -> Result<(), NodeError> {
+        if self.deferred_sync {
+            self.deferred_sync = false;
+            self.wal.sync().map_err(|source| NodeError::Wal {
+                dir: self.config.data_dir.join("wal"),
+                source,
+            })?;
+        }
         let now = self.transport.now();
         let mut wait = self.next_tick.saturating_duration_since(now);
         if let Some(max_wait) = max_wait {
@@ -272,6 +307,15 @@ impl<T: Transport, D: Disk> Node<T, D> {
             ClientRequest::Put { key, value } => Command::Put { key, value },
             ClientRequest::Delete { key } => Command::Delete { key },
             ClientRequest::Get { key } => Command::Get { key },
+            ClientRequest::Cas {
+                key,
+                expected,
+                value,
+            } => Command::Cas {
+                key,
+                expected,
+                value,
+            },
         };
         if let Some(error) = check_command(&command) {
             self.respond(conn, id, error);
@@ -307,8 +351,13 @@ impl<T: Transport, D: Disk> Node<T, D> {
     fn handle_readies(&mut self) -> Result<(), NodeError> {
         while self.raw.has_ready() {
             let ready = self.raw.ready();
-            self.persist(&ready)?;
-            self.send_messages(&ready);
+            if raft_core::injected!(AckBeforeFsync) {
+                self.send_messages(&ready);
+                self.persist(&ready)?;
+            } else {
+                self.persist(&ready)?;
+                self.send_messages(&ready);
+            }
             for entry in &ready.committed_entries {
                 self.apply(entry);
             }
@@ -320,6 +369,18 @@ impl<T: Transport, D: Disk> Node<T, D> {
     fn persist(&mut self, ready: &Ready) -> Result<(), NodeError> {
         if ready.entries.is_empty() && ready.hard_state.is_none() {
             return Ok(());
+        }
+        if raft_core::injected!(AckBeforeFsync) {
+            // The injected bug writes now but fsyncs only at the next loop
+            // turn, after the acknowledgments have left.
+            self.deferred_sync = true;
+            return self
+                .wal
+                .append(&ready.entries, ready.hard_state.as_ref())
+                .map_err(|source| NodeError::Wal {
+                    dir: self.config.data_dir.join("wal"),
+                    source,
+                });
         }
         let wal_error = |source| NodeError::Wal {
             dir: self.config.data_dir.join("wal"),
@@ -370,6 +431,9 @@ impl<T: Transport, D: Disk> Node<T, D> {
     }
 
     fn apply(&mut self, entry: &Entry) {
+        if self.config.record_applied {
+            self.applied_log.push((entry.index, entry.term));
+        }
         let applied = apply_to(&mut self.kv, entry);
         let Some(pending) = self.pending.remove(&entry.index) else {
             return;
@@ -380,6 +444,11 @@ impl<T: Transport, D: Disk> Node<T, D> {
             Some(Applied::Deleted { existed }) => ClientResponse::Deleted {
                 index: entry.index,
                 existed,
+            },
+            Some(Applied::Swapped { succeeded, current }) => ClientResponse::Swapped {
+                index: entry.index,
+                succeeded,
+                current,
             },
             Some(Applied::Value(value)) => ClientResponse::Value { value },
             None => ClientResponse::Error {
@@ -418,6 +487,11 @@ fn apply_to(kv: &mut KvStore, entry: &Entry) -> Option<Applied> {
 fn check_command(command: &Command) -> Option<ClientResponse> {
     let (key, value_len) = match command {
         Command::Put { key, value } => (key, value.len()),
+        Command::Cas {
+            key,
+            expected,
+            value,
+        } => (key, value.len().max(expected.as_ref().map_or(0, Vec::len))),
         Command::Delete { key } | Command::Get { key } => (key, 0),
     };
     let message = if key.is_empty() {

@@ -57,6 +57,7 @@ impl MemCluster {
                 election_ticks: 10,
                 wal: WalOptions::default(),
                 seed: id,
+                record_applied: false,
             };
             nodes.insert(id, Node::new(config, OsDisk, transport).unwrap());
         }

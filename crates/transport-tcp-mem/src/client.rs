@@ -45,7 +45,7 @@ impl MemClient {
         let mut bytes = Vec::new();
         frame::encode(&Hello::client(), frame::MAX_CLIENT_FRAME, &mut bytes)
             .expect("a hello always fits a frame");
-        inner.send(conn, true, bytes);
+        inner.send(conn, true, bytes, true);
         drop(inner);
         Ok(MemClient {
             network: network.clone(),
@@ -76,7 +76,7 @@ impl MemClient {
             &mut bytes,
         )
         .expect("requests built by tests fit a frame");
-        inner.send(self.conn, true, bytes);
+        inner.send(self.conn, true, bytes, true);
         Ok(id)
     }
 

@@ -18,5 +18,5 @@ mod network;
 mod transport;
 
 pub use client::{MemClient, MemClientError};
-pub use network::MemNetwork;
+pub use network::{Faults, MemNetwork};
 pub use transport::MemTransport;

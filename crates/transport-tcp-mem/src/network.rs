@@ -26,6 +26,38 @@ pub(crate) struct NetConn {
     pub(crate) open: bool,
 }
 
+/// Faults the network applies to every frame after a connection's
+/// handshake, drawn from its seeded random source. Rates are in parts per
+/// million.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Faults {
+    /// Chance that a frame is lost.
+    pub drop_ppm: u32,
+    /// Chance that a frame arrives twice.
+    pub duplicate_ppm: u32,
+    /// Each frame is delayed by a random extra time up to this, so frames
+    /// overtake each other, on one connection too.
+    pub max_extra_delay: Duration,
+}
+
+/// A small deterministic random source (SplitMix64).
+#[derive(Clone, Debug)]
+pub(crate) struct Rng(u64);
+
+impl Rng {
+    pub(crate) fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn chance_ppm(&mut self, ppm: u32) -> bool {
+        ppm > 0 && self.next_u64() % 1_000_000 < u64::from(ppm)
+    }
+}
+
 /// Bytes written on one side of a connection, due at the other side at `at`.
 #[derive(Debug)]
 pub(crate) struct Packet {
@@ -48,8 +80,15 @@ pub(crate) struct Inner {
     /// Packets in flight, by delivery time and then send order, so that
     /// delivery on one connection keeps the order of its writes.
     pub(crate) packets: BTreeMap<(Duration, u64), Packet>,
-    /// Directed endpoint pairs whose packets are dropped.
-    cut: BTreeSet<(EndpointId, EndpointId)>,
+    /// Directed pairs of endpoint names whose packets are dropped.
+    cut: BTreeSet<(String, String)>,
+    /// The name of each endpoint: a node's peer address, or a client's.
+    pub(crate) names: BTreeMap<EndpointId, String>,
+    pub(crate) faults: Faults,
+    rng: Rng,
+    /// Frames dropped and duplicated so far, for reports.
+    pub(crate) dropped: u64,
+    pub(crate) duplicated: u64,
 }
 
 /// An in-memory network with a virtual clock. Cloning it yields another
@@ -70,8 +109,14 @@ impl Default for MemNetwork {
 }
 
 impl MemNetwork {
-    /// Creates a network whose packets take 1 ms to arrive.
+    /// Creates a network whose packets take 1 ms to arrive, with no faults.
     pub fn new() -> MemNetwork {
+        MemNetwork::with_seed(0)
+    }
+
+    /// Creates a network whose faults draw from a random source seeded with
+    /// `seed`. It applies none until [`MemNetwork::set_faults`].
+    pub fn with_seed(seed: u64) -> MemNetwork {
         MemNetwork {
             inner: Rc::new(RefCell::new(Inner {
                 base: Instant::now(),
@@ -84,6 +129,11 @@ impl MemNetwork {
                 conns: BTreeMap::new(),
                 packets: BTreeMap::new(),
                 cut: BTreeSet::new(),
+                names: BTreeMap::new(),
+                faults: Faults::default(),
+                rng: Rng(seed),
+                dropped: 0,
+                duplicated: 0,
             })),
         }
     }
@@ -114,21 +164,57 @@ impl MemNetwork {
         inner.packets.keys().next().map(|(at, _)| inner.base + *at)
     }
 
-    /// Drops every packet between the endpoints listening on `a` and `b`, in
-    /// both directions, until [`MemNetwork::heal`]. Either address may be a
-    /// peer or a client address.
-    pub fn disconnect(&self, a: &str, b: &str) {
-        let mut inner = self.inner.borrow_mut();
-        let (Some(a), Some(b)) = (inner.endpoint_of(a), inner.endpoint_of(b)) else {
-            return;
-        };
-        inner.cut.insert((a, b));
-        inner.cut.insert((b, a));
+    /// Sets the faults applied to frames sent from now on.
+    pub fn set_faults(&self, faults: Faults) {
+        self.inner.borrow_mut().faults = faults;
     }
 
-    /// Removes every cut made by [`MemNetwork::disconnect`].
+    /// Drops every packet between the nodes whose peer addresses are `a` and
+    /// `b`, in both directions, until [`MemNetwork::heal`]. The cut outlives
+    /// restarts of either node.
+    pub fn disconnect(&self, a: &str, b: &str) {
+        self.cut_one_way(a, b);
+        self.cut_one_way(b, a);
+    }
+
+    /// Drops every packet from node `from` to node `to` (by peer address),
+    /// while packets the other way still arrive.
+    pub fn cut_one_way(&self, from: &str, to: &str) {
+        self.inner
+            .borrow_mut()
+            .cut
+            .insert((from.to_owned(), to.to_owned()));
+    }
+
+    /// Removes every cut.
     pub fn heal(&self) {
         self.inner.borrow_mut().cut.clear();
+    }
+
+    /// Closes every open connection of the node with peer address `addr`,
+    /// as a TCP reset would. Both ends see the close at their next poll.
+    pub fn reset_connections(&self, addr: &str) {
+        let mut inner = self.inner.borrow_mut();
+        let Some(endpoint) = inner.endpoint_of(addr) else {
+            return;
+        };
+        let conns: Vec<NetConnId> = inner
+            .conns
+            .iter()
+            .filter(|(_, conn)| {
+                conn.open && (conn.initiator == endpoint || conn.acceptor == endpoint)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for conn in conns {
+            inner.close(conn);
+        }
+    }
+
+    /// Frames dropped and duplicated by faults so far.
+    pub fn fault_counts(&self) -> (u64, u64) {
+        let inner = self.inner.borrow();
+        (inner.dropped, inner.duplicated)
     }
 }
 
@@ -166,8 +252,17 @@ impl Inner {
         Some(id)
     }
 
-    /// Queues bytes on an open connection. Bytes on a cut link are lost.
-    pub(crate) fn send(&mut self, conn: NetConnId, to_acceptor: bool, bytes: Vec<u8>) {
+    /// Queues one frame on an open connection. Frames on a cut link are
+    /// lost. Unless `reliable`, the frame is subject to the network's
+    /// faults; handshakes are sent reliably, since a real stream never
+    /// loses its first bytes while later ones arrive.
+    pub(crate) fn send(
+        &mut self,
+        conn: NetConnId,
+        to_acceptor: bool,
+        bytes: Vec<u8>,
+        reliable: bool,
+    ) {
         let Some(net_conn) = self.conns.get(&conn) else {
             return;
         };
@@ -176,20 +271,49 @@ impl Inner {
         } else {
             (net_conn.acceptor, net_conn.initiator)
         };
-        if !net_conn.open || self.cut.contains(&(from, to)) {
+        if !net_conn.open || self.is_cut(from, to) {
             return;
         }
-        let at = self.now + self.latency;
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        self.packets.insert(
-            (at, seq),
-            Packet {
-                conn,
-                to_acceptor,
-                bytes,
-            },
-        );
+        let mut copies = 1;
+        let mut extra = Duration::ZERO;
+        if !reliable {
+            let faults = self.faults.clone();
+            if self.rng.chance_ppm(faults.drop_ppm) {
+                self.dropped += 1;
+                return;
+            }
+            if self.rng.chance_ppm(faults.duplicate_ppm) {
+                self.duplicated += 1;
+                copies = 2;
+            }
+            let max_extra = faults.max_extra_delay.as_micros() as u64;
+            if max_extra > 0 {
+                extra = Duration::from_micros(self.rng.next_u64() % (max_extra + 1));
+            }
+        }
+        for copy in 0..copies {
+            let at = self.now + self.latency + extra * (copy + 1);
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            self.packets.insert(
+                (at, seq),
+                Packet {
+                    conn,
+                    to_acceptor,
+                    bytes: bytes.clone(),
+                },
+            );
+        }
+    }
+
+    fn is_cut(&self, from: EndpointId, to: EndpointId) -> bool {
+        if self.cut.is_empty() {
+            return false;
+        }
+        match (self.names.get(&from), self.names.get(&to)) {
+            (Some(from), Some(to)) => self.cut.contains(&(from.clone(), to.clone())),
+            _ => false,
+        }
     }
 
     pub(crate) fn close(&mut self, conn: NetConnId) {
@@ -253,6 +377,7 @@ impl Inner {
     /// close.
     pub(crate) fn remove_endpoint(&mut self, endpoint: EndpointId) {
         self.listeners.retain(|_, (owner, _)| *owner != endpoint);
+        self.names.remove(&endpoint);
         let conns: Vec<NetConnId> = self
             .conns
             .iter()

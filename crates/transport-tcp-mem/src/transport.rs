@@ -60,6 +60,9 @@ struct Accepted {
 pub struct MemTransport {
     network: MemNetwork,
     endpoint: EndpointId,
+    /// Speed of this node's clock in thousandths of the network's: 1000 runs
+    /// at the same pace, 1010 runs 1% fast.
+    clock_rate_permille: u32,
     config: TransportConfig,
     peers: BTreeMap<NodeId, Initiated>,
     accepted: BTreeMap<NetConnId, Accepted>,
@@ -96,6 +99,7 @@ impl MemTransport {
             }
         }
         let endpoint = inner.new_endpoint();
+        inner.names.insert(endpoint, own_addr.clone());
         inner
             .listeners
             .insert(own_addr.clone(), (endpoint, Port::Peer));
@@ -126,6 +130,7 @@ impl MemTransport {
         Ok(MemTransport {
             network: network.clone(),
             endpoint,
+            clock_rate_permille: 1000,
             config,
             peers,
             accepted: BTreeMap::new(),
@@ -137,10 +142,18 @@ impl MemTransport {
         &self.network
     }
 
+    /// Makes [`Transport::now`] run at `permille` thousandths of the
+    /// network's clock, so that nodes tick at different speeds. Timeouts
+    /// inside the transport keep the network's clock.
+    pub fn set_clock_rate(&mut self, permille: u32) {
+        self.clock_rate_permille = permille;
+    }
+
     fn virtual_now(&self) -> Duration {
         self.network.inner.borrow().now
     }
 
+    /// Writes a handshake frame, which the network never drops or delays.
     fn write<T: Serialize>(&self, conn: NetConnId, to_acceptor: bool, value: &T, max: usize) {
         let mut bytes = Vec::new();
         if let Err(error) = frame::encode(value, max, &mut bytes) {
@@ -150,7 +163,7 @@ impl MemTransport {
         self.network
             .inner
             .borrow_mut()
-            .send(conn, to_acceptor, bytes);
+            .send(conn, to_acceptor, bytes, true);
     }
 
     fn close(&mut self, conn: NetConnId) {
@@ -374,7 +387,7 @@ impl MemTransport {
         }
         let mut inner = self.network.inner.borrow_mut();
         for bytes in writes {
-            inner.send(conn, true, bytes);
+            inner.send(conn, true, bytes, false);
         }
     }
 
@@ -424,7 +437,7 @@ impl MemTransport {
             if let Some(conn) = initiated.conn.filter(|_| initiated.handshaken) {
                 let mut inner = self.network.inner.borrow_mut();
                 for bytes in resend {
-                    inner.send(conn, true, bytes);
+                    inner.send(conn, true, bytes, false);
                 }
             }
             // A peer that responds to neither the handshake nor a request
@@ -477,7 +490,9 @@ impl MemTransport {
 
 impl Transport for MemTransport {
     fn now(&self) -> Instant {
-        self.network.now()
+        let inner = self.network.inner.borrow();
+        let elapsed = inner.now * self.clock_rate_permille / 1000;
+        inner.instant() - inner.now + elapsed
     }
 
     fn send(&mut self, peer: NodeId, message: Message) -> Result<RequestId> {
@@ -546,7 +561,10 @@ impl MemTransport {
         };
         let mut bytes = Vec::new();
         frame::encode(value, max, &mut bytes)?;
-        self.network.inner.borrow_mut().send(conn.0, false, bytes);
+        self.network
+            .inner
+            .borrow_mut()
+            .send(conn.0, false, bytes, false);
         Ok(())
     }
 }

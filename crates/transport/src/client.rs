@@ -22,6 +22,16 @@ pub enum ClientRequest {
         #[serde(with = "raft_core::base64_bytes")]
         key: Vec<u8>,
     },
+    /// Compare-and-swap: sets `key` to `value` only if its current value is
+    /// `expected`, where `None` means the key is absent.
+    Cas {
+        #[serde(with = "raft_core::base64_bytes")]
+        key: Vec<u8>,
+        #[serde(with = "raft_core::base64_bytes::option")]
+        expected: Option<Vec<u8>>,
+        #[serde(with = "raft_core::base64_bytes")]
+        value: Vec<u8>,
+    },
     /// The node's own view of the cluster. Any node serves it, leader or not.
     Status,
 }
@@ -32,6 +42,7 @@ impl ClientRequest {
             ClientRequest::Put { .. } => "put",
             ClientRequest::Get { .. } => "get",
             ClientRequest::Delete { .. } => "delete",
+            ClientRequest::Cas { .. } => "cas",
             ClientRequest::Status => "status",
         }
     }
@@ -50,11 +61,19 @@ pub enum ClientResponse {
         #[serde(with = "raft_core::base64_bytes::option")]
         value: Option<Vec<u8>>,
     },
-    /// A delete was committed and applied; `existed` tells whether the key
-    /// had a value.
+    /// A delete was committed and applied. `existed` is whether the key had
+    /// a value.
     Deleted {
         index: LogIndex,
         existed: bool,
+    },
+    /// A compare-and-swap was committed and applied. `current` is the value
+    /// the key had before it, so a failed swap shows what it found.
+    Swapped {
+        index: LogIndex,
+        succeeded: bool,
+        #[serde(with = "raft_core::base64_bytes::option")]
+        current: Option<Vec<u8>>,
     },
     Status(NodeStatus),
     /// This node is not the leader. `leader_client_addr` is the client
