@@ -127,6 +127,13 @@ impl KvStore {
         self.map.get(key).map(Vec::as_slice)
     }
 
+    /// Every key and value, in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.map
+            .iter()
+            .map(|(key, value)| (key.as_slice(), value.as_slice()))
+    }
+
     pub fn len(&self) -> usize {
         self.map.len()
     }

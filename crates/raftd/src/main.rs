@@ -179,6 +179,7 @@ fn run_node(args: NodeArgs) -> ExitCode {
         wal: WalOptions::default(),
         seed: seed_from_clock(id),
         record_applied: false,
+        max_entries_per_append: 1024,
     };
     let mut node = match Node::new(config, OsDisk, transport) {
         Ok(node) => node,

@@ -35,6 +35,8 @@ pub struct NodeConfig {
     pub seed: u64,
     /// Whether to record every applied entry for [`Node::take_applied_log`].
     pub record_applied: bool,
+    /// Maximum entries in one AppendEntries message.
+    pub max_entries_per_append: usize,
 }
 
 /// Errors that stop a node.
@@ -112,6 +114,7 @@ impl<T: Transport, D: Disk> Node<T, D> {
         let mut raft_config = Config::new(config.id, config.members.iter().map(|m| m.id).collect());
         raft_config.election_tick = config.election_ticks;
         raft_config.heartbeat_tick = 1;
+        raft_config.max_entries_per_append = config.max_entries_per_append;
         raft_config.seed = config.seed;
         tracing::info!(
             node = config.id.0,

@@ -58,6 +58,7 @@ impl MemCluster {
                 wal: WalOptions::default(),
                 seed: id,
                 record_applied: false,
+                max_entries_per_append: 1024,
             };
             nodes.insert(id, Node::new(config, OsDisk, transport).unwrap());
         }

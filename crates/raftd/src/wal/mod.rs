@@ -130,8 +130,33 @@ enum DirSync {
     None,
     /// A segment was created in the WAL directory.
     Dir,
-    /// The WAL directory itself was created, inside its parent.
-    DirAndParent,
+}
+
+/// Creates `dir` and every missing ancestor, and fsyncs the parent of each
+/// directory it created, so that a crash cannot take the new tree, and the
+/// segments synced inside it later, away.
+fn create_dir_durably<D: Disk>(disk: &D, dir: &Path) -> Result<(), WalError> {
+    let mut created = Vec::new();
+    for ancestor in dir.ancestors() {
+        if ancestor.as_os_str().is_empty() {
+            break;
+        }
+        match disk.list_dir(ancestor) {
+            Err(error) if error.kind() == io::ErrorKind::NotFound => created.push(ancestor),
+            _ => break,
+        }
+    }
+    disk.create_dir_all(dir)
+        .map_err(io_error("create directory", dir))?;
+    for new_dir in created.iter().rev() {
+        let parent = match new_dir.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => Path::new("."),
+        };
+        disk.sync_dir(parent)
+            .map_err(io_error("fsync directory", parent))?;
+    }
+    Ok(())
 }
 
 /// A segmented write-ahead log of entries and hard states.
@@ -172,9 +197,7 @@ impl<D: Disk> Wal<D> {
         let names = match disk.list_dir(dir) {
             Ok(names) => names,
             Err(error) if error.kind() == io::ErrorKind::NotFound => {
-                disk.create_dir_all(dir)
-                    .map_err(io_error("create directory", dir))?;
-                dir_sync = DirSync::DirAndParent;
+                create_dir_durably(&disk, dir)?;
                 Vec::new()
             }
             Err(error) => return Err(io_error("list directory", dir)(error)),
@@ -314,18 +337,6 @@ impl<D: Disk> Wal<D> {
             self.dir_sync = self.dir_sync.max(DirSync::Dir);
         }
 
-        if self.dir_sync == DirSync::DirAndParent {
-            if let Some(parent) = self.dir.parent() {
-                let parent = if parent.as_os_str().is_empty() {
-                    Path::new(".")
-                } else {
-                    parent
-                };
-                self.disk
-                    .sync_dir(parent)
-                    .map_err(io_error("fsync directory", parent))?;
-            }
-        }
         if self.dir_sync != DirSync::None {
             self.disk
                 .sync_dir(&self.dir)
