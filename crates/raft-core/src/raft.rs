@@ -290,11 +290,26 @@ impl RawNode {
     }
 
     /// Acknowledges that `ready` was carried out: its entries and hard state
-    /// are durable and its messages were handed to the transport.
+    /// are durable and its messages were handed to the transport. A caller
+    /// that persists on another thread calls [`RawNode::on_persisted`]
+    /// instead, once the storage reports the entries durable.
     pub fn advance(&mut self, ready: &Ready) {
-        if let Some(last) = ready.entries.last() {
-            self.log.persisted_to(last.index, last.term);
+        match ready.entries.last() {
+            Some(last) => self.on_persisted(last.index, last.term),
+            None => self.refresh_commit(),
         }
+    }
+
+    /// Reports that the log is durable up to `index`, whose entry had `term`
+    /// when it was handed out. Entries handed out in several `Ready`s may be
+    /// reported at once by their last one. A report for an entry replaced
+    /// since is ignored, so a late report is harmless.
+    pub fn on_persisted(&mut self, index: LogIndex, term: Term) {
+        self.log.persisted_to(index, term);
+        self.refresh_commit();
+    }
+
+    fn refresh_commit(&mut self) {
         if self.role == Role::Leader {
             self.maybe_commit();
         } else {
