@@ -20,14 +20,22 @@ pub enum Bug {
     AckBeforeFsync,
     /// A restarted node applies its committed entries a second time.
     DoubleApply,
+    /// A leader answers a ReadIndex read without the heartbeat round that
+    /// confirms it still leads.
+    ReadWithoutRound,
+    /// A node grants pre-votes and votes even though it heard from a
+    /// leader within an election timeout.
+    IgnoreLeaderLease,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 4] = [
+    pub const ALL: [Bug; 6] = [
         Bug::CommitPreviousTerm,
         Bug::VoteWithoutLogCheck,
         Bug::AckBeforeFsync,
         Bug::DoubleApply,
+        Bug::ReadWithoutRound,
+        Bug::IgnoreLeaderLease,
     ];
 
     /// The bug's name on the command line.
@@ -37,6 +45,8 @@ impl Bug {
             Bug::VoteWithoutLogCheck => "vote-without-log-check",
             Bug::AckBeforeFsync => "ack-before-fsync",
             Bug::DoubleApply => "double-apply",
+            Bug::ReadWithoutRound => "read-without-round",
+            Bug::IgnoreLeaderLease => "ignore-leader-lease",
         }
     }
 

@@ -22,9 +22,35 @@ pub struct Config {
     /// Maximum AppendEntries messages in flight to one follower in the
     /// replicate state.
     pub max_inflight_appends: usize,
+    /// Maximum bytes of entries in flight to one follower in the replicate
+    /// state (estimated by [`Entry::size`](crate::Entry::size)).
+    pub max_inflight_bytes: usize,
     /// Seed of the random source for election timeouts. Give each node a
     /// different seed.
     pub seed: u64,
+    /// Run a pre-vote before each election, so that a node that cannot win
+    /// never raises its term.
+    pub pre_vote: bool,
+    /// Make a leader step down when it has not heard from a quorum within
+    /// an election timeout, and make nodes that heard from a leader within
+    /// an election timeout reject votes (leader stickiness).
+    pub check_quorum: bool,
+    /// How linearizable reads confirm leadership.
+    pub read_mode: ReadMode,
+}
+
+/// How [`RawNode::read_index`](crate::RawNode::read_index) confirms that
+/// the leader still leads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadMode {
+    /// A heartbeat round acknowledged by a quorum, after the read arrived.
+    Safe,
+    /// A lease: no round when a quorum acknowledged a heartbeat sent within
+    /// the last `election_tick - 2` ticks. Followers that acknowledged it
+    /// reject votes until an election timeout passes on their clock, so the
+    /// lease holds while no node's clock runs more than `2 / election_tick`
+    /// (20% at 10 ticks) slower than the leader's. Needs `check_quorum`.
+    Lease,
 }
 
 /// A [`Config`] field with a value the node cannot run with.
@@ -47,6 +73,10 @@ pub enum ConfigError {
     },
     #[error("{0} must be at least 1")]
     ZeroLimit(&'static str),
+    #[error(
+        "lease reads need check_quorum, which keeps followers from voting while the lease lasts"
+    )]
+    LeaseWithoutCheckQuorum,
 }
 
 impl Config {
@@ -61,7 +91,11 @@ impl Config {
             max_entries_per_append: 1024,
             max_bytes_per_append: 1024 * 1024,
             max_inflight_appends: 256,
+            max_inflight_bytes: 32 * 1024 * 1024,
             seed: id.0,
+            pre_vote: true,
+            check_quorum: true,
+            read_mode: ReadMode::Safe,
         }
     }
 
@@ -102,6 +136,12 @@ impl Config {
         }
         if self.max_inflight_appends == 0 {
             return Err(ConfigError::ZeroLimit("max_inflight_appends"));
+        }
+        if self.max_inflight_bytes == 0 {
+            return Err(ConfigError::ZeroLimit("max_inflight_bytes"));
+        }
+        if self.read_mode == ReadMode::Lease && !self.check_quorum {
+            return Err(ConfigError::LeaseWithoutCheckQuorum);
         }
         Ok(())
     }

@@ -6,8 +6,83 @@ use crate::raft::RawNode;
 use crate::types::{EntryKind, LogIndex, NodeId, Role, Term};
 
 impl RawNode {
-    /// Starts an election in the next term, voting for itself.
-    pub(crate) fn campaign(&mut self) {
+    /// Starts an election after an election timeout: a pre-vote first when
+    /// enabled, a campaign otherwise.
+    pub(crate) fn start_election(&mut self) {
+        if self.config.pre_vote {
+            self.pre_campaign();
+        } else {
+            self.campaign(false);
+        }
+    }
+
+    /// Asks the other voters whether they would vote for this node in the
+    /// next term, without raising its own term.
+    fn pre_campaign(&mut self) {
+        self.pre_candidate = true;
+        self.leader = None;
+        self.votes.clear();
+        self.votes.insert(self.config.id, true);
+        self.reset_election_timer();
+        if self.granted_votes() >= self.config.quorum() {
+            self.campaign(false);
+            return;
+        }
+        let next_term = self.term.next();
+        let last_log_index = self.log.last_index();
+        let last_log_term = self.log.last_term();
+        for peer in self.peers() {
+            let body = MessageBody::PreVote {
+                last_log_index,
+                last_log_term,
+            };
+            self.send_with_term(peer, next_term, body);
+        }
+    }
+
+    /// Grants a pre-vote for `term` when it is later than this node's term,
+    /// the candidate's log is at least as up to date, and this node has not
+    /// heard from a leader within an election timeout. Changes no state.
+    pub(crate) fn handle_pre_vote(
+        &mut self,
+        candidate: NodeId,
+        term: Term,
+        last_log_index: LogIndex,
+        last_log_term: Term,
+    ) {
+        let granted = term > self.term
+            && !self.in_lease()
+            && self.log_check_for_vote(last_log_index, last_log_term);
+        let response_term = if granted { term } else { self.term };
+        self.send_with_term(
+            candidate,
+            response_term,
+            MessageBody::PreVoteResponse { granted },
+        );
+    }
+
+    pub(crate) fn handle_pre_vote_response(&mut self, voter: NodeId, term: Term, granted: bool) {
+        if !granted && term > self.term {
+            // The voter is in a later term: adopt it, as for any message.
+            self.become_follower(term, None);
+            return;
+        }
+        if !self.pre_candidate || (granted && term != self.term.next()) {
+            return;
+        }
+        self.votes.insert(voter, granted);
+        let quorum = self.config.quorum();
+        if self.granted_votes() >= quorum {
+            self.campaign(false);
+        } else if self.votes.values().filter(|granted| !**granted).count() >= quorum {
+            self.pre_candidate = false;
+        }
+    }
+
+    /// Starts an election in the next term, voting for itself. `transfer`
+    /// marks an election the leader asked for with TimeoutNow.
+    pub(crate) fn campaign(&mut self, transfer: bool) {
+        self.pre_candidate = false;
         self.term = self.term.next();
         self.vote = Some(self.config.id);
         self.role = Role::Candidate;
@@ -29,6 +104,7 @@ impl RawNode {
                 MessageBody::RequestVote {
                     last_log_index,
                     last_log_term,
+                    transfer,
                 },
             );
         }
@@ -83,6 +159,7 @@ impl RawNode {
         self.leader = Some(self.config.id);
         self.votes.clear();
         self.heartbeat_elapsed = 0;
+        self.election_elapsed = 0;
         let next = self.log.last_index().next();
         self.progress = self
             .peers()

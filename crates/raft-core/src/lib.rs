@@ -24,14 +24,15 @@ mod message;
 mod progress;
 mod raft;
 mod rand;
+mod read;
 mod ready;
 mod replication;
 mod types;
 
-pub use config::{Config, ConfigError};
+pub use config::{Config, ConfigError, ReadMode};
 pub use message::{Message, MessageBody};
-pub use raft::{ProposeError, RawNode, Status, StepError};
-pub use ready::Ready;
+pub use raft::{LeaderError, ProposeError, RawNode, Status, StepError};
+pub use ready::{ReadState, Ready};
 pub use types::{Entry, EntryKind, HardState, LogIndex, NodeId, Role, Term};
 
 #[cfg(test)]

@@ -86,6 +86,12 @@ impl RaftLog {
         self.entries.get(index.0 as usize - 1)
     }
 
+    /// The last index whose entry has `term`, if the log has one.
+    pub(crate) fn last_index_of_term(&self, term: Term) -> Option<LogIndex> {
+        let position = self.entries.iter().rposition(|entry| entry.term <= term)?;
+        (self.entries[position].term == term).then_some(LogIndex(position as u64 + 1))
+    }
+
     pub(crate) fn matches(&self, index: LogIndex, term: Term) -> bool {
         self.term(index) == Some(term)
     }

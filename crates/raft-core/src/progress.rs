@@ -25,9 +25,18 @@ pub(crate) struct Progress {
     pub(crate) next_index: LogIndex,
     /// In the probe state, whether a probe is outstanding.
     pub(crate) probe_sent: bool,
-    /// In the replicate state, the last index of each AppendEntries in
-    /// flight, oldest first.
-    inflight: VecDeque<LogIndex>,
+    /// In the replicate state, the last index and entry bytes of each
+    /// AppendEntries in flight, oldest first.
+    inflight: VecDeque<(LogIndex, usize)>,
+    inflight_bytes: usize,
+    /// Whether the follower responded since the last check-quorum round.
+    pub(crate) recent_active: bool,
+    /// The highest read round the follower acknowledged in this term.
+    pub(crate) read_round: u64,
+    /// The read round of the last heartbeat sent in the replicate state,
+    /// and the last index sent before it. A response to that heartbeat
+    /// from a follower whose log ends earlier means entries were lost.
+    pub(crate) heartbeat_check: Option<(u64, LogIndex)>,
 }
 
 impl Progress {
@@ -38,24 +47,34 @@ impl Progress {
             next_index,
             probe_sent: false,
             inflight: VecDeque::new(),
+            inflight_bytes: 0,
+            recent_active: false,
+            read_round: 0,
+            heartbeat_check: None,
         }
     }
 
-    /// Whether the leader may send an AppendEntries with entries now.
-    pub(crate) fn can_send(&self, max_inflight: usize) -> bool {
+    /// Whether the leader may send an AppendEntries with entries now: in
+    /// the replicate state, while fewer than `max_inflight` messages and
+    /// `max_bytes` bytes of entries are unacknowledged.
+    pub(crate) fn can_send(&self, max_inflight: usize, max_bytes: usize) -> bool {
         match self.state {
             ProgressState::Probe => !self.probe_sent,
-            ProgressState::Replicate => self.inflight.len() < max_inflight,
+            ProgressState::Replicate => {
+                self.inflight.len() < max_inflight && self.inflight_bytes < max_bytes
+            }
         }
     }
 
-    /// Records an AppendEntries whose last entry is `last`.
-    pub(crate) fn on_sent(&mut self, last: LogIndex) {
+    /// Records an AppendEntries whose last entry is `last`, carrying
+    /// `bytes` of entries.
+    pub(crate) fn on_sent(&mut self, last: LogIndex, bytes: usize) {
         match self.state {
             ProgressState::Probe => self.probe_sent = true,
             ProgressState::Replicate => {
                 self.next_index = last.next();
-                self.inflight.push_back(last);
+                self.inflight.push_back((last, bytes));
+                self.inflight_bytes += bytes;
             }
         }
     }
@@ -70,8 +89,12 @@ impl Progress {
         if self.next_index <= index {
             self.next_index = index.next();
         }
-        while self.inflight.front().is_some_and(|&last| last <= index) {
+        while let Some(&(last, bytes)) = self.inflight.front() {
+            if last > index {
+                break;
+            }
             self.inflight.pop_front();
+            self.inflight_bytes -= bytes;
         }
         if self.state == ProgressState::Probe {
             self.become_replicate();
@@ -96,12 +119,14 @@ impl Progress {
         self.state = ProgressState::Probe;
         self.probe_sent = false;
         self.inflight.clear();
+        self.inflight_bytes = 0;
         self.next_index = self.match_index.next();
     }
 
     fn become_replicate(&mut self) {
         self.state = ProgressState::Replicate;
         self.inflight.clear();
+        self.inflight_bytes = 0;
         self.next_index = self.match_index.next();
     }
 }

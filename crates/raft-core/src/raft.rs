@@ -1,14 +1,15 @@
 //! The node: its role, term and vote, timers, and the ready/advance cycle.
 //! Elections live in `election.rs` and log replication in `replication.rs`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use crate::config::{Config, ConfigError};
 use crate::log::RaftLog;
 use crate::message::{Message, MessageBody};
 use crate::progress::Progress;
 use crate::rand::SplitMix64;
-use crate::ready::Ready;
+use crate::read::PendingRead;
+use crate::ready::{ReadState, Ready};
 use crate::types::{Entry, EntryKind, HardState, LogIndex, NodeId, Role, Term};
 
 /// Why [`RawNode::step`] rejected a message.
@@ -25,6 +26,19 @@ pub enum StepError {
 pub enum ProposeError {
     #[error("this node is not the leader; the last known leader is {leader:?}")]
     NotLeader { leader: Option<NodeId> },
+    #[error("leadership is moving to node {target}; retry on the new leader")]
+    TransferInProgress { target: NodeId },
+}
+
+/// Why [`RawNode::read_index`] or [`RawNode::transfer_leader`] was rejected.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum LeaderError {
+    #[error("this node knows no leader")]
+    NoLeader,
+    #[error("this node is not the leader; the last known leader is {leader:?}")]
+    NotLeader { leader: Option<NodeId> },
+    #[error("node {0} is not a voter of this cluster")]
+    UnknownNode(NodeId),
 }
 
 /// A snapshot of a node's state, for status reports and tests.
@@ -61,8 +75,11 @@ pub struct RawNode {
     pub(crate) heartbeat_elapsed: u32,
     rng: SplitMix64,
 
-    /// Votes received in the current election, by voter.
+    /// Votes received in the current election or pre-vote, by voter.
     pub(crate) votes: BTreeMap<NodeId, bool>,
+    /// Whether a pre-vote is under way: the node asks whether it could win
+    /// the next term before it raises its own.
+    pub(crate) pre_candidate: bool,
     /// The leader's view of each other voter.
     pub(crate) progress: BTreeMap<NodeId, Progress>,
 
@@ -72,6 +89,23 @@ pub struct RawNode {
     pub(crate) commit_target: LogIndex,
     /// Messages produced since the last `Ready`.
     pub(crate) messages: Vec<Message>,
+    /// Whether proposals since the last `Ready` still wait to be sent; they
+    /// go out together in one AppendEntries per follower.
+    pub(crate) broadcast_pending: bool,
+    /// The node leadership is being handed to, and ticks since it started.
+    pub(crate) transfer: Option<(NodeId, u32)>,
+    /// Ticks since the node started, the clock of read leases.
+    pub(crate) ticks: u64,
+    /// The current read round: every heartbeat broadcast starts one.
+    pub(crate) read_round: u64,
+    /// The tick each recent read round started at, for leases.
+    pub(crate) round_ticks: VecDeque<(u64, u64)>,
+    /// Reads waiting for a quorum to acknowledge their round.
+    pub(crate) pending_reads: VecDeque<PendingRead>,
+    /// Reads waiting for the leader's first commit in its term.
+    pub(crate) reads_before_commit: Vec<(u64, Option<NodeId>)>,
+    /// Read results for the next `Ready`.
+    pub(crate) read_states: Vec<ReadState>,
     /// The hard state as of the last `Ready`.
     last_hard_state: HardState,
 }
@@ -115,8 +149,17 @@ impl RawNode {
             rng,
             votes: BTreeMap::new(),
             progress: BTreeMap::new(),
+            pre_candidate: false,
             commit_target: committed,
             messages: Vec::new(),
+            broadcast_pending: false,
+            transfer: None,
+            ticks: 0,
+            read_round: 0,
+            round_ticks: VecDeque::new(),
+            pending_reads: VecDeque::new(),
+            reads_before_commit: Vec::new(),
+            read_states: Vec::new(),
             last_hard_state: HardState {
                 commit: committed,
                 ..hard_state
@@ -158,22 +201,63 @@ impl RawNode {
 
     /// Advances the logical clock by one tick.
     pub fn tick(&mut self) {
+        self.ticks += 1;
+        self.election_elapsed += 1;
         match self.role {
             Role::Follower | Role::Candidate => {
-                self.election_elapsed += 1;
                 if self.election_elapsed >= self.election_timeout {
-                    self.campaign();
+                    self.start_election();
                 }
             }
-            Role::Leader => {
-                self.heartbeat_elapsed += 1;
-                if self.heartbeat_elapsed >= self.config.heartbeat_tick {
-                    self.heartbeat_elapsed = 0;
-                    self.broadcast_heartbeat();
-                }
-            }
+            Role::Leader => self.tick_leader(),
         }
         self.debug_check();
+    }
+
+    fn tick_leader(&mut self) {
+        if self.election_elapsed >= self.config.election_tick {
+            self.election_elapsed = 0;
+            if self.config.check_quorum && !self.quorum_active() {
+                self.become_follower(self.term, None);
+                return;
+            }
+        }
+        if let Some((target, elapsed)) = self.transfer {
+            // A transfer that did not finish within an election timeout is
+            // abandoned, and the leader accepts proposals again.
+            if elapsed + 1 >= self.config.election_tick {
+                self.transfer = None;
+            } else {
+                self.transfer = Some((target, elapsed + 1));
+            }
+        }
+        self.heartbeat_elapsed += 1;
+        if self.heartbeat_elapsed >= self.config.heartbeat_tick {
+            self.heartbeat_elapsed = 0;
+            self.broadcast_heartbeat();
+        }
+    }
+
+    /// Whether a quorum, this leader included, responded since the last
+    /// check; clears the marks for the next round.
+    fn quorum_active(&mut self) -> bool {
+        let mut active = 1;
+        for progress in self.progress.values_mut() {
+            if progress.recent_active {
+                active += 1;
+            }
+            progress.recent_active = false;
+        }
+        active >= self.config.quorum()
+    }
+
+    /// Whether this node heard from a leader within the last election
+    /// timeout, so that it rejects candidates (leader stickiness).
+    pub(crate) fn in_lease(&self) -> bool {
+        !crate::injected!(IgnoreLeaderLease)
+            && self.config.check_quorum
+            && self.leader.is_some()
+            && self.election_elapsed < self.config.election_tick
     }
 
     /// Appends a command to the log. Returns its index and term; the command
@@ -188,8 +272,11 @@ impl RawNode {
                 leader: self.leader,
             });
         }
+        if let Some((target, _)) = self.transfer {
+            return Err(ProposeError::TransferInProgress { target });
+        }
         let index = self.append_entry(EntryKind::Normal, data);
-        self.broadcast_append();
+        self.broadcast_pending = true;
         self.debug_check();
         Ok((index, self.term))
     }
@@ -212,9 +299,14 @@ impl RawNode {
             return Err(StepError::UnknownSender(message.from));
         }
 
+        if self.step_without_term(&message) {
+            self.debug_check();
+            return Ok(());
+        }
+
         if message.term > self.term {
             // A newer term deposes this node. An AppendEntries names the new
-            // leader; a vote request does not.
+            // leader; other messages do not.
             let leader = match message.body {
                 MessageBody::AppendEntries { .. } => Some(message.from),
                 _ => None,
@@ -230,6 +322,7 @@ impl RawNode {
             MessageBody::RequestVote {
                 last_log_index,
                 last_log_term,
+                transfer: _,
             } => self.handle_request_vote(message.from, last_log_index, last_log_term),
             MessageBody::RequestVoteResponse { granted } => {
                 self.handle_vote_response(message.from, granted)
@@ -239,22 +332,78 @@ impl RawNode {
                 prev_log_term,
                 entries,
                 leader_commit,
+                read_round,
             } => self.handle_append_entries(
                 message.from,
                 prev_log_index,
                 prev_log_term,
                 entries,
                 leader_commit,
+                read_round,
             ),
-            MessageBody::AppendEntriesResponse {
-                success,
-                match_index,
-                reject_hint,
-                last_index: _,
-            } => self.handle_append_response(message.from, success, match_index, reject_hint),
+            MessageBody::AppendEntriesResponse { read_round, .. } => {
+                let from = message.from;
+                self.handle_append_response(from, message.body);
+                self.handle_read_ack(from, read_round);
+            }
+            MessageBody::TimeoutNow => {
+                self.send(message.from, MessageBody::Ack);
+                if self.role != Role::Leader {
+                    self.campaign(true);
+                }
+            }
+            MessageBody::ReadIndex { context } => {
+                self.send(message.from, MessageBody::Ack);
+                self.handle_follower_read(message.from, context);
+            }
+            MessageBody::PreVote { .. }
+            | MessageBody::PreVoteResponse { .. }
+            | MessageBody::ReadIndexReply { .. }
+            | MessageBody::Ack => {
+                unreachable!("handled by step_without_term")
+            }
         }
         self.debug_check();
         Ok(())
+    }
+
+    /// Handles the messages whose term must not change this node's: vote
+    /// requests rejected under leader stickiness, pre-votes, read replies
+    /// and acknowledgments. Returns whether the message was handled.
+    fn step_without_term(&mut self, message: &Message) -> bool {
+        match message.body {
+            MessageBody::RequestVote { transfer, .. }
+                if message.term > self.term && self.in_lease() && !transfer =>
+            {
+                // A node that heard from its leader within an election
+                // timeout rejects a candidate without adopting its term, so
+                // a node rejoining after a partition cannot depose a
+                // healthy leader.
+                self.send(
+                    message.from,
+                    MessageBody::RequestVoteResponse { granted: false },
+                );
+                true
+            }
+            MessageBody::PreVote {
+                last_log_index,
+                last_log_term,
+            } => {
+                self.handle_pre_vote(message.from, message.term, last_log_index, last_log_term);
+                true
+            }
+            MessageBody::PreVoteResponse { granted } => {
+                self.handle_pre_vote_response(message.from, message.term, granted);
+                true
+            }
+            MessageBody::ReadIndexReply { context, index } => {
+                self.send(message.from, MessageBody::Ack);
+                self.read_states.push(ReadState { context, index });
+                true
+            }
+            MessageBody::Ack => true,
+            _ => false,
+        }
     }
 
     /// Tells the leader that a message to `peer` was lost, so it stops
@@ -265,9 +414,56 @@ impl RawNode {
         }
     }
 
+    /// Hands leadership to `target`: the leader stops accepting proposals,
+    /// brings the target's log up to date, and then tells it to start an
+    /// election at once. The transfer is abandoned after an election
+    /// timeout without success.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`LeaderError::NotLeader`] on a follower or candidate, and
+    /// [`LeaderError::UnknownNode`] when `target` is not a voter.
+    pub fn transfer_leader(&mut self, target: NodeId) -> Result<(), LeaderError> {
+        if self.role != Role::Leader {
+            return Err(LeaderError::NotLeader {
+                leader: self.leader,
+            });
+        }
+        if !self.config.voters.contains(&target) {
+            return Err(LeaderError::UnknownNode(target));
+        }
+        if target == self.config.id {
+            return Ok(());
+        }
+        self.transfer = Some((target, 0));
+        self.send_timeout_now_if_caught_up(target);
+        self.debug_check();
+        Ok(())
+    }
+
+    /// The node leadership is moving to, while a transfer is under way.
+    pub fn transfer_target(&self) -> Option<NodeId> {
+        self.transfer.map(|(target, _)| target)
+    }
+
+    pub(crate) fn send_timeout_now_if_caught_up(&mut self, target: NodeId) {
+        let last_index = self.log.last_index();
+        let caught_up = self
+            .progress
+            .get(&target)
+            .is_some_and(|progress| progress.match_index == last_index);
+        if caught_up {
+            self.send(target, MessageBody::TimeoutNow);
+        } else {
+            self.broadcast_pending = true;
+        }
+    }
+
     /// Whether [`RawNode::ready`] has work to hand out.
     pub fn has_ready(&self) -> bool {
-        !self.messages.is_empty()
+        self.broadcast_pending
+            || !self.read_states.is_empty()
+            || !self.messages.is_empty()
             || self.log.has_unpersisted()
             || self.log.has_committed_to_apply()
             || self.hard_state() != self.last_hard_state
@@ -275,6 +471,12 @@ impl RawNode {
 
     /// Takes the work produced since the last call.
     pub fn ready(&mut self) -> Ready {
+        if self.broadcast_pending {
+            self.broadcast_pending = false;
+            if self.role == Role::Leader {
+                self.broadcast_append();
+            }
+        }
         let hard_state = self.hard_state();
         let changed = hard_state != self.last_hard_state;
         self.last_hard_state = hard_state;
@@ -286,6 +488,7 @@ impl RawNode {
             entries,
             messages: std::mem::take(&mut self.messages),
             committed_entries: self.log.take_committed(),
+            read_states: std::mem::take(&mut self.read_states),
         }
     }
 
@@ -312,6 +515,7 @@ impl RawNode {
     fn refresh_commit(&mut self) {
         if self.role == Role::Leader {
             self.maybe_commit();
+            self.release_reads_before_commit();
         } else {
             // A follower may have learned a commit index above its durable
             // log; it takes effect as the log becomes durable.
@@ -339,18 +543,28 @@ impl RawNode {
             self.term = term;
             self.vote = None;
         }
+        if self.role == Role::Leader {
+            // A deposed leader must not answer reads it has not confirmed.
+            self.fail_pending_reads();
+        }
         self.role = Role::Follower;
         self.leader = leader;
+        self.pre_candidate = false;
+        self.transfer = None;
         self.votes.clear();
         self.progress.clear();
         self.reset_election_timer();
     }
 
     pub(crate) fn send(&mut self, to: NodeId, body: MessageBody) {
+        self.send_with_term(to, self.term, body);
+    }
+
+    pub(crate) fn send_with_term(&mut self, to: NodeId, term: Term, body: MessageBody) {
         self.messages.push(Message {
             from: self.config.id,
             to,
-            term: self.term,
+            term,
             body,
         });
     }
@@ -386,12 +600,29 @@ impl RawNode {
                 message.from,
                 MessageBody::RequestVoteResponse { granted: false },
             ),
-            MessageBody::AppendEntries { prev_log_index, .. } => {
-                let body = self.append_rejection(prev_log_index);
+            MessageBody::AppendEntries {
+                prev_log_index,
+                read_round,
+                ..
+            } => {
+                let body = self.append_rejection(prev_log_index, read_round);
                 self.send(message.from, body);
             }
-            MessageBody::RequestVoteResponse { .. } | MessageBody::AppendEntriesResponse { .. } => {
+            MessageBody::TimeoutNow => self.send(message.from, MessageBody::Ack),
+            MessageBody::ReadIndex { context } => {
+                self.send(message.from, MessageBody::Ack);
+                let reply = MessageBody::ReadIndexReply {
+                    context,
+                    index: None,
+                };
+                self.send(message.from, reply);
             }
+            MessageBody::RequestVoteResponse { .. }
+            | MessageBody::AppendEntriesResponse { .. }
+            | MessageBody::PreVote { .. }
+            | MessageBody::PreVoteResponse { .. }
+            | MessageBody::ReadIndexReply { .. }
+            | MessageBody::Ack => {}
         }
     }
 

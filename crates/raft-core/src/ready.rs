@@ -1,5 +1,16 @@
 use crate::message::Message;
-use crate::types::{Entry, HardState};
+use crate::types::{Entry, HardState, LogIndex};
+
+/// The outcome of a [`RawNode::read_index`](crate::RawNode::read_index)
+/// request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadState {
+    /// The caller's context, as given to `read_index`.
+    pub context: u64,
+    /// Serve the read once the state machine has applied this index. `None`
+    /// when leadership could not be confirmed: the read must fail or retry.
+    pub index: Option<LogIndex>,
+}
 
 /// The work a node's inputs produced, handed out by
 /// [`RawNode::ready`](crate::RawNode::ready).
@@ -23,6 +34,8 @@ pub struct Ready {
     /// Committed entries to apply to the state machine, in order. They are
     /// all durable already.
     pub committed_entries: Vec<Entry>,
+    /// Reads whose index is now known, or that failed.
+    pub read_states: Vec<ReadState>,
 }
 
 impl Ready {
@@ -31,5 +44,6 @@ impl Ready {
             && self.entries.is_empty()
             && self.messages.is_empty()
             && self.committed_entries.is_empty()
+            && self.read_states.is_empty()
     }
 }

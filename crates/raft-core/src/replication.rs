@@ -18,6 +18,7 @@ impl RawNode {
     /// the probe state, and an empty AppendEntries at its match index to one
     /// in the replicate state.
     pub(crate) fn broadcast_heartbeat(&mut self) {
+        self.start_read_round();
         for peer in self.peers() {
             let Some(progress) = self.progress.get_mut(&peer) else {
                 continue;
@@ -27,6 +28,7 @@ impl RawNode {
                 self.send_append(peer, true);
             } else {
                 let match_index = progress.match_index;
+                progress.heartbeat_check = Some((self.read_round, progress.next_index.prev()));
                 self.send_heartbeat(peer, match_index);
                 self.send_entries(peer);
             }
@@ -46,7 +48,10 @@ impl RawNode {
         let Some(progress) = self.progress.get(&peer) else {
             return false;
         };
-        if !progress.can_send(self.config.max_inflight_appends) {
+        if !progress.can_send(
+            self.config.max_inflight_appends,
+            self.config.max_inflight_bytes,
+        ) {
             return false;
         }
         if progress.next_index > last_index && !allow_empty {
@@ -69,12 +74,14 @@ impl RawNode {
         };
         let last_sent = LogIndex(prev_log_index.0 + entries.len() as u64);
         let sent_entries = !entries.is_empty();
+        let bytes = entries.iter().map(Entry::size).sum();
 
         let progress = self.progress.get_mut(&peer).expect("checked above");
         if sent_entries || progress.state == ProgressState::Probe {
-            progress.on_sent(last_sent);
+            progress.on_sent(last_sent, bytes);
         }
         let leader_commit = self.log.committed();
+        let read_round = self.read_round;
         self.send(
             peer,
             MessageBody::AppendEntries {
@@ -82,6 +89,7 @@ impl RawNode {
                 prev_log_term,
                 entries,
                 leader_commit,
+                read_round,
             },
         );
         sent_entries
@@ -95,6 +103,7 @@ impl RawNode {
         // The follower's log is known to match only up to its match index, so
         // the commit index it may adopt from this message stops there too.
         let leader_commit = self.log.committed().min(match_index);
+        let read_round = self.read_round;
         self.send(
             peer,
             MessageBody::AppendEntries {
@@ -102,6 +111,7 @@ impl RawNode {
                 prev_log_term,
                 entries: Vec::new(),
                 leader_commit,
+                read_round,
             },
         );
     }
@@ -113,11 +123,12 @@ impl RawNode {
         prev_log_term: Term,
         entries: Vec<Entry>,
         leader_commit: LogIndex,
+        read_round: u64,
     ) {
         if self.role == Role::Leader {
             // Two leaders in one term would break election safety; refuse the
             // message instead of adopting the sender.
-            let body = self.append_rejection(prev_log_index);
+            let body = self.append_rejection(prev_log_index, read_round);
             self.send(leader, body);
             return;
         }
@@ -132,7 +143,7 @@ impl RawNode {
                 && entry.term <= self.term
         });
         if !well_formed || !self.log.matches(prev_log_index, prev_log_term) {
-            let body = self.append_rejection(prev_log_index);
+            let body = self.append_rejection(prev_log_index, read_round);
             self.send(leader, body);
             return;
         }
@@ -148,44 +159,94 @@ impl RawNode {
                 match_index: last_new,
                 reject_hint: LogIndex(0),
                 last_index: self.log.last_index(),
+                conflict_term: None,
+                read_round,
             },
         );
     }
 
-    /// The rejection of an AppendEntries whose previous entry did not match.
-    pub(crate) fn append_rejection(&self, prev_log_index: LogIndex) -> MessageBody {
+    /// The rejection of an AppendEntries whose previous entry did not
+    /// match, with the hints for fast backtracking: the term of the
+    /// conflicting entry and the first index of that term here.
+    pub(crate) fn append_rejection(
+        &self,
+        prev_log_index: LogIndex,
+        read_round: u64,
+    ) -> MessageBody {
         let last_index = self.log.last_index();
+        let (conflict_term, reject_hint) = match self.log.term(prev_log_index) {
+            Some(term) if prev_log_index > LogIndex(0) => {
+                let mut first = prev_log_index;
+                while first > LogIndex(1) && self.log.term(first.prev()) == Some(term) {
+                    first = first.prev();
+                }
+                (Some(term), first)
+            }
+            _ => (None, last_index.min(prev_log_index.prev())),
+        };
         MessageBody::AppendEntriesResponse {
             success: false,
             match_index: LogIndex(0),
-            reject_hint: prev_log_index.prev().min(last_index),
+            reject_hint,
             last_index,
+            conflict_term,
+            read_round,
         }
     }
 
-    pub(crate) fn handle_append_response(
-        &mut self,
-        follower: NodeId,
-        success: bool,
-        match_index: LogIndex,
-        reject_hint: LogIndex,
-    ) {
+    pub(crate) fn handle_append_response(&mut self, follower: NodeId, response: MessageBody) {
+        let MessageBody::AppendEntriesResponse {
+            success,
+            match_index,
+            reject_hint,
+            last_index: follower_last,
+            conflict_term,
+            read_round,
+        } = response
+        else {
+            return;
+        };
         if self.role != Role::Leader {
             return;
         }
         let last_index = self.log.last_index();
+        // The index the next probe checks: the end of the leader's own run
+        // of the conflicting term when it has one, so that one round trip
+        // skips the whole term; otherwise just before the follower's first
+        // entry of that term, or at the follower's last index.
+        let probe_at = match conflict_term {
+            Some(term) => self
+                .log
+                .last_index_of_term(term)
+                .unwrap_or_else(|| reject_hint.prev()),
+            None => reject_hint,
+        };
         let Some(progress) = self.progress.get_mut(&follower) else {
             return;
         };
+        progress.recent_active = true;
         if success {
             if match_index > last_index {
                 return;
+            }
+            if let Some((round, sent_last)) = progress.heartbeat_check
+                && round == read_round
+            {
+                progress.heartbeat_check = None;
+                if follower_last < sent_last && progress.state == ProgressState::Replicate {
+                    // Entries sent before the heartbeat never arrived: send
+                    // them again from the match index.
+                    progress.become_probe();
+                }
             }
             if progress.on_success(match_index) {
                 self.maybe_commit();
             }
             self.send_entries(follower);
-        } else if progress.on_reject(reject_hint.min(last_index)) {
+            if self.transfer.is_some_and(|(target, _)| target == follower) {
+                self.send_timeout_now_if_caught_up(follower);
+            }
+        } else if progress.on_reject(probe_at.min(last_index)) {
             self.send_append(follower, true);
         }
     }

@@ -42,8 +42,8 @@ fn election_timeouts_are_randomized() {
 fn node_grants_one_vote_per_term() {
     let mut cluster = Cluster::new(3);
     cluster.isolate(1);
-    cluster.node_mut(2).campaign();
-    cluster.node_mut(3).campaign();
+    cluster.node_mut(2).campaign(false);
+    cluster.node_mut(3).campaign(false);
     cluster.deliver();
     // Both campaigned in term 1 and voted for themselves, so neither can
     // collect a second vote.
@@ -87,6 +87,7 @@ fn vote_request_with_stale_log_rejected() {
         body: MessageBody::RequestVote {
             last_log_index: crate::LogIndex(1),
             last_log_term: Term(1),
+            transfer: false,
         },
     })
     .unwrap();

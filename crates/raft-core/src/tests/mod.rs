@@ -2,12 +2,15 @@
 //! hand so each test controls exactly which messages arrive.
 
 mod election;
+mod features;
 mod persistence;
 mod replication;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use crate::{Config, Entry, EntryKind, HardState, LogIndex, Message, NodeId, RawNode, Role, Term};
+use crate::{
+    Config, Entry, EntryKind, HardState, LogIndex, Message, NodeId, RawNode, ReadState, Role, Term,
+};
 
 /// What a node's storage holds: written by `Ready`, read back at restart.
 #[derive(Clone, Debug, Default)]
@@ -40,6 +43,10 @@ struct Cluster {
     cut: BTreeSet<(NodeId, NodeId)>,
     /// Every (term, leader) pair seen, for the election-safety check.
     leaders: BTreeSet<(Term, NodeId)>,
+    /// Read results each node handed out.
+    reads: BTreeMap<NodeId, Vec<ReadState>>,
+    /// Messages delivered so far.
+    delivered: usize,
 }
 
 impl Cluster {
@@ -50,6 +57,10 @@ impl Cluster {
     fn with_config(size: u64, adjust: impl Fn(&mut Config)) -> Cluster {
         let voters: Vec<NodeId> = (1..=size).map(NodeId).collect();
         let mut config = Config::new(NodeId(1), voters.clone());
+        // The scenarios test the basic rules unless they switch the
+        // extensions on themselves.
+        config.pre_vote = false;
+        config.check_quorum = false;
         adjust(&mut config);
         let mut cluster = Cluster {
             config,
@@ -59,6 +70,8 @@ impl Cluster {
             queue: VecDeque::new(),
             cut: BTreeSet::new(),
             leaders: BTreeSet::new(),
+            reads: BTreeMap::new(),
+            delivered: 0,
         };
         for id in voters {
             cluster.stored.insert(id, Stored::default());
@@ -107,6 +120,10 @@ impl Cluster {
                     .get_mut(&id)
                     .unwrap()
                     .extend(ready.committed_entries.iter().cloned());
+                self.reads
+                    .entry(id)
+                    .or_default()
+                    .extend(ready.read_states.iter().copied());
                 node.advance(&ready);
             }
             let status = node.status();
@@ -128,6 +145,7 @@ impl Cluster {
                 continue;
             }
             if let Some(node) = self.nodes.get_mut(&message.to) {
+                self.delivered += 1;
                 node.step(message).unwrap();
             }
         }
@@ -139,8 +157,20 @@ impl Cluster {
 
     /// Makes `id` campaign now and delivers the election's messages.
     fn campaign(&mut self, id: u64) {
-        self.node_mut(id).campaign();
+        self.node_mut(id).campaign(false);
         self.deliver();
+    }
+
+    /// Ticks every running node `count` times, delivering messages after
+    /// each tick.
+    fn tick_all(&mut self, count: u32) {
+        for _ in 0..count {
+            let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+            for id in ids {
+                self.nodes.get_mut(&id).unwrap().tick();
+            }
+            self.deliver();
+        }
     }
 
     fn isolate(&mut self, id: u64) {

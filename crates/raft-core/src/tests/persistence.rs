@@ -9,6 +9,7 @@ fn vote_request(from: u64, to: u64, term: u64) -> Message {
         body: MessageBody::RequestVote {
             last_log_index: LogIndex(10),
             last_log_term: Term(term),
+            transfer: false,
         },
     }
 }
@@ -55,7 +56,7 @@ fn vote_persisted_before_response_leaves() {
 #[test]
 fn candidacy_persisted_before_vote_requests() {
     let mut cluster = Cluster::new(3);
-    cluster.node_mut(1).campaign();
+    cluster.node_mut(1).campaign(false);
     let ready = cluster.node_mut(1).ready();
     assert_eq!(ready.messages.len(), 2);
     let hard_state = ready.hard_state.unwrap();

@@ -157,6 +157,7 @@ fn each_request_gets_one_response() {
             body: MessageBody::RequestVote {
                 last_log_index: LogIndex(9),
                 last_log_term: Term(1),
+                transfer: false,
             },
         },
         Message {
@@ -168,6 +169,7 @@ fn each_request_gets_one_response() {
                 prev_log_term: Term(0),
                 entries: Vec::new(),
                 leader_commit: LogIndex(0),
+                read_round: 0,
             },
         },
         Message {
@@ -184,6 +186,7 @@ fn each_request_gets_one_response() {
                     data: Vec::new(),
                 }],
                 leader_commit: LogIndex(0),
+                read_round: 0,
             },
         },
         Message {
@@ -195,6 +198,7 @@ fn each_request_gets_one_response() {
                 prev_log_term: Term(0),
                 entries: Vec::new(),
                 leader_commit: LogIndex(0),
+                read_round: 0,
             },
         },
     ];
@@ -248,7 +252,7 @@ fn earlier_term_entry_not_committed_by_counting() {
     // stores entry 2 of term 2 on itself only before it crashes too.
     cluster.crash(NodeId(1));
     cluster.isolate(2);
-    cluster.node_mut(5).campaign();
+    cluster.node_mut(5).campaign(false);
     cluster.deliver_filtered(|message| !matches!(message.body, MessageBody::AppendEntries { .. }));
     assert_eq!(cluster.node(5).status().role, Role::Leader);
     assert_eq!(cluster.node(5).status().term, Term(2));
@@ -277,11 +281,11 @@ fn earlier_term_entry_not_committed_by_counting() {
         }
         _ => true,
     };
-    cluster.node_mut(1).campaign();
+    cluster.node_mut(1).campaign(false);
     cluster.deliver_filtered(no_term_3_entries);
     if cluster.node(1).status().role != Role::Leader {
         // Nodes 3 and 4 voted for node 5 in term 2; the next term wins.
-        cluster.node_mut(1).campaign();
+        cluster.node_mut(1).campaign(false);
         cluster.deliver_filtered(no_term_3_entries);
     }
     assert_eq!(cluster.node(1).status().role, Role::Leader);
