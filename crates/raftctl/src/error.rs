@@ -43,6 +43,10 @@ pub enum ClientError {
     #[error("{endpoint} returned an unexpected response: {response}")]
     UnexpectedResponse { endpoint: String, response: String },
     #[error(
+        "node {target} did not become leader within {timeout:?}; check that it is running and caught up, then retry"
+    )]
+    TransferTimedOut { target: NodeId, timeout: Duration },
+    #[error(
         "no leader answered within {timeout:?}{}; check that a majority of nodes is running, or raise --timeout",
         last_error.as_ref().map(|error| format!(" (last error: {error})")).unwrap_or_default()
     )]

@@ -11,7 +11,7 @@ mod error;
 
 use std::time::{Duration, Instant};
 
-use raft_core::LogIndex;
+use raft_core::{LogIndex, NodeId};
 use transport::{ClientErrorKind, ClientRequest, ClientResponse, NodeStatus};
 
 pub use connection::Connection;
@@ -124,6 +124,39 @@ impl Client {
             } => Ok((succeeded, current)),
             other => Err(self.unexpected(other)),
         }
+    }
+
+    /// Asks the leader to hand leadership to node `target`, then waits until
+    /// an endpoint reports `target` as leader. Returns the new leader's
+    /// status.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`ClientError::NoLeader`] when no leader accepted the request,
+    /// and [`ClientError::TransferTimedOut`] when `target` did not take over
+    /// within the timeout.
+    pub async fn move_leader(&mut self, target: NodeId) -> Result<NodeStatus, ClientError> {
+        let deadline = Instant::now() + self.timeout;
+        match self.request(ClientRequest::MoveLeader { target }).await? {
+            ClientResponse::TransferStarted { .. } => {}
+            other => return Err(self.unexpected(other)),
+        }
+        while Instant::now() < deadline {
+            for endpoint in self.endpoints.clone() {
+                if let Ok(status) = self.status(&endpoint).await
+                    && status.id == target
+                    && status.leader_id == Some(target)
+                {
+                    self.switch_target(endpoint);
+                    return Ok(status);
+                }
+            }
+            pause(RETRY_PAUSE, deadline).await;
+        }
+        Err(ClientError::TransferTimedOut {
+            target,
+            timeout: self.timeout,
+        })
     }
 
     /// Asks one endpoint for its own status, without following the leader.

@@ -67,6 +67,10 @@ enum Command {
     /// Show each endpoint's id, role, term, leader, commit index and applied
     /// index. An endpoint that does not answer is shown with its error.
     Status,
+    /// Hand leadership to node ID and wait until it leads. Writes pause for
+    /// at most an election timeout meanwhile. The node must be listed in
+    /// --endpoints.
+    MoveLeader { id: u64 },
 }
 
 fn main() -> ExitCode {
@@ -139,6 +143,17 @@ async fn run(args: &Args, client: &mut Client, out: &mut impl Write) -> Result<u
                 output::write_json(out, &serde_json::json!({ "key": key, "deleted": deleted }))?;
             } else {
                 writeln!(out, "{deleted}")?;
+            }
+        }
+        Command::MoveLeader { id } => {
+            let status = client.move_leader(raft_core::NodeId(*id)).await?;
+            if json {
+                output::write_json(
+                    out,
+                    &serde_json::json!({ "leader_id": status.id, "term": status.term }),
+                )?;
+            } else {
+                writeln!(out, "leadership moved to node {} in term {}", status.id, status.term)?;
             }
         }
         Command::Status => {

@@ -34,6 +34,10 @@ pub enum ClientRequest {
     },
     /// The node's own view of the cluster. Any node serves it, leader or not.
     Status,
+    /// Hands leadership to node `target`. The leader answers
+    /// [`ClientResponse::TransferStarted`] at once; the transfer completes,
+    /// or is abandoned, within an election timeout.
+    MoveLeader { target: NodeId },
 }
 
 impl ClientRequest {
@@ -44,6 +48,7 @@ impl ClientRequest {
             ClientRequest::Delete { .. } => "delete",
             ClientRequest::Cas { .. } => "cas",
             ClientRequest::Status => "status",
+            ClientRequest::MoveLeader { .. } => "move_leader",
         }
     }
 }
@@ -76,6 +81,8 @@ pub enum ClientResponse {
         current: Option<Vec<u8>>,
     },
     Status(NodeStatus),
+    /// The leader started handing leadership to `target`.
+    TransferStarted { target: NodeId },
     /// This node is not the leader. `leader_client_addr` is the client
     /// address of the leader this node last heard from, if any.
     NotLeader {
