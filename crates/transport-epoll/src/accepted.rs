@@ -170,7 +170,7 @@ impl Accepted {
                 port = self.port.name(),
                 remote = %self.remote,
                 error = %reason,
-                "closing connection"
+                "closing connection after an error"
             ),
             None => tracing::debug!(conn = self.key, remote = %self.remote, "connection closed"),
         }
@@ -240,7 +240,7 @@ impl Handler for Accepted {
         true
     }
 
-    fn max_frame(&self) -> usize {
-        self.decoder.max_len()
+    fn response_frame_limit(&self) -> Option<usize> {
+        (self.handshaken && !self.closing).then(|| self.decoder.max_len())
     }
 }

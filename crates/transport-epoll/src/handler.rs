@@ -90,8 +90,9 @@ pub(crate) trait Handler {
         false
     }
 
-    /// Returns the largest frame a response on this connection may have.
-    fn max_frame(&self) -> usize {
-        0
+    /// Returns the largest frame a response on this connection may have,
+    /// or `None` when the handler takes no responses.
+    fn response_frame_limit(&self) -> Option<usize> {
+        None
     }
 }

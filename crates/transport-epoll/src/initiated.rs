@@ -2,7 +2,6 @@
 //! requests, resends those whose response is late, and reconnects with
 //! backoff when the connection breaks.
 
-use std::collections::{BTreeMap, VecDeque};
 use std::io;
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
@@ -11,32 +10,23 @@ use raft_core::{Message, NodeId};
 use socket2::{Domain, Protocol, Socket, Type};
 use transport::frame::{self, FrameDecoder};
 use transport::handshake::{Hello, HelloReply};
-use transport::{Envelope, Event, RequestId};
+use transport::{Envelope, Event, FrameError, RequestId};
 
 use crate::handler::{Context, Handler, Status};
+use transport::requests::Requests;
 use crate::stream::{self, ReadOutcome};
 
-/// A request waiting for its response.
-struct Outstanding {
-    id: RequestId,
-    /// The encoded frame, kept for resending.
-    bytes: Vec<u8>,
-    attempts: u32,
-    /// When to resend, or to give up once the attempts are used.
-    deadline: Instant,
-}
-
 enum State {
-    /// No socket; the next connect happens at `retry_at`.
+    /// No socket. The next connect happens at `retry_at` if requests wait.
     Disconnected {
         retry_at: Instant,
     },
-    /// A nonblocking connect is under way; writability reports its end.
+    /// A nonblocking connect is under way, and writability reports its end.
     Connecting {
         stream: TcpStream,
         deadline: Instant,
     },
-    /// Connected; the hello is sent and the reply has not arrived yet.
+    /// Connected. The hello is sent and the reply has not arrived yet.
     Handshaking {
         stream: TcpStream,
         deadline: Instant,
@@ -44,6 +34,23 @@ enum State {
     Ready {
         stream: TcpStream,
     },
+}
+
+/// The reason a peer connection failed or was dropped.
+#[derive(Debug, thiserror::Error)]
+enum ConnectionError {
+    #[error(transparent)]
+    Io(#[from] io::Error),
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    #[error("peer rejected the handshake: {0}")]
+    Rejected(String),
+    #[error("peer closed the connection")]
+    Closed,
+    #[error("connect or handshake timed out")]
+    TimedOut,
+    #[error("no response within all attempts of a request")]
+    Unresponsive,
 }
 
 pub(crate) struct Initiated {
@@ -54,11 +61,15 @@ pub(crate) struct Initiated {
     decoder: FrameDecoder,
     input: Vec<u8>,
     output: Vec<u8>,
-    /// Requests not yet written on the current connection, oldest first.
-    queued: VecDeque<Outstanding>,
-    /// Requests written on the current connection.
-    in_flight: BTreeMap<RequestId, Outstanding>,
+    requests: Requests,
     backoff: Duration,
+    /// Connection failures since the last successful handshake. Only the
+    /// first one is logged as a warning, so a dead peer does not flood the
+    /// log.
+    failures: u32,
+    /// Whether the current run of requests rejected by a full queue was
+    /// logged already.
+    queue_full_logged: bool,
 }
 
 impl Initiated {
@@ -73,36 +84,33 @@ impl Initiated {
             decoder: FrameDecoder::new(context.config.max_peer_frame),
             input: Vec::new(),
             output: Vec::new(),
-            queued: VecDeque::new(),
-            in_flight: BTreeMap::new(),
+            requests: Requests::new(context.config),
             backoff: context.config.reconnect_backoff_min,
+            failures: 0,
+            queue_full_logged: false,
         }
     }
 
-    /// Queues an encoded request and writes it at once when the connection
-    /// is ready, or connects when there is none.
+    /// Queues an encoded request. Writes it at once when the connection is
+    /// ready, connects when there is no connection and no backoff delay
+    /// pending, and fails it at once when the peer's queue is full.
     pub(crate) fn queue(&mut self, id: RequestId, bytes: Vec<u8>, context: &mut Context<'_>) {
-        let config = context.config;
-        if self.queued.len() + self.in_flight.len() >= config.max_queued_requests {
-            tracing::warn!(
-                peer = self.peer.0,
-                "peer queue is full, failing the request"
-            );
+        if !self.requests.push(id, bytes, context.now) {
+            if !self.queue_full_logged {
+                tracing::warn!(
+                    peer = self.peer.0,
+                    max = context.config.max_queued_requests,
+                    "peer queue is full, failing requests"
+                );
+                self.queue_full_logged = true;
+            }
             context.events.push(Event::RequestFailed {
                 peer: self.peer,
                 id,
             });
             return;
         }
-        // A request that never reaches a connection fails once the time of
-        // all its attempts has passed.
-        let deadline = context.now + config.request_timeout * config.max_attempts;
-        self.queued.push_back(Outstanding {
-            id,
-            bytes,
-            attempts: 0,
-            deadline,
-        });
+        self.queue_full_logged = false;
         match self.state {
             State::Ready { .. } => self.write_queued(context),
             State::Disconnected { retry_at } if retry_at <= context.now => self.connect(context),
@@ -116,14 +124,14 @@ impl Initiated {
                 let deadline = context.now + context.config.request_timeout;
                 self.state = State::Connecting { stream, deadline };
             }
-            Err(error) => {
-                tracing::debug!(peer = self.peer.0, addr = %self.addr, %error, "connect failed");
-                self.schedule_reconnect(context);
-            }
+            Err(error) => self.fail(ConnectionError::Io(error), context),
         }
     }
 
     fn start_connect(&mut self, context: &mut Context<'_>) -> io::Result<TcpStream> {
+        // NOTE: a host name in the member address is resolved here, on the
+        // event loop thread, and the lookup blocks. Addresses written as
+        // IP:PORT resolve without a lookup.
         let addr: SocketAddr = self.addr.to_socket_addrs()?.next().ok_or_else(|| {
             io::Error::new(io::ErrorKind::NotFound, "address resolved to nothing")
         })?;
@@ -147,38 +155,56 @@ impl Initiated {
         Ok(stream)
     }
 
-    /// Drops the connection, puts its unanswered requests back at the front
-    /// of the queue, and schedules a reconnect with backoff.
-    fn disconnect(&mut self, context: &mut Context<'_>) {
-        self.take_stream(context);
-        let in_flight = std::mem::take(&mut self.in_flight);
-        for (_, outstanding) in in_flight.into_iter().rev() {
-            self.queued.push_front(outstanding);
+    /// Logs a connection failure and drops the connection.
+    fn fail(&mut self, error: ConnectionError, context: &mut Context<'_>) {
+        self.failures += 1;
+        if self.failures == 1 {
+            tracing::warn!(peer = self.peer.0, addr = %self.addr, %error, "peer connection failed");
+        } else {
+            tracing::debug!(
+                peer = self.peer.0,
+                addr = %self.addr,
+                failures = self.failures,
+                %error,
+                "peer connection failed again"
+            );
         }
-        self.output.clear();
-        self.schedule_reconnect(context);
+        self.disconnect(context);
     }
 
-    fn take_stream(&mut self, context: &mut Context<'_>) {
+    /// Drops the connection, fails the requests on their last attempt,
+    /// queues the others for the next connection, and schedules a reconnect
+    /// with backoff.
+    fn disconnect(&mut self, context: &mut Context<'_>) {
+        if let Some(stream) = self.take_stream(context) {
+            let _ = context.poller.delete(&stream);
+        }
+        self.output.clear();
+        for id in self.requests.connection_lost(context.now) {
+            context.events.push(Event::RequestFailed {
+                peer: self.peer,
+                id,
+            });
+        }
+        self.state = State::Disconnected {
+            retry_at: context.now + self.backoff,
+        };
+        self.backoff = (self.backoff * 2).min(context.config.reconnect_backoff_max);
+    }
+
+    fn take_stream(&mut self, context: &Context<'_>) -> Option<TcpStream> {
         let state = std::mem::replace(
             &mut self.state,
             State::Disconnected {
                 retry_at: context.now,
             },
         );
-        if let State::Connecting { stream, .. }
-        | State::Handshaking { stream, .. }
-        | State::Ready { stream } = state
-        {
-            let _ = context.poller.delete(&stream);
+        match state {
+            State::Disconnected { .. } => None,
+            State::Connecting { stream, .. }
+            | State::Handshaking { stream, .. }
+            | State::Ready { stream } => Some(stream),
         }
-    }
-
-    fn schedule_reconnect(&mut self, context: &mut Context<'_>) {
-        self.state = State::Disconnected {
-            retry_at: context.now + self.backoff,
-        };
-        self.backoff = (self.backoff * 2).min(context.config.reconnect_backoff_max);
     }
 
     fn stream_mut(&mut self) -> Option<&mut TcpStream> {
@@ -190,19 +216,13 @@ impl Initiated {
         }
     }
 
-    /// Moves queued requests into the output buffer and writes it.
+    /// Starts an attempt for every queued request and writes them.
     fn write_queued(&mut self, context: &mut Context<'_>) {
-        let now = context.now;
-        let timeout = context.config.request_timeout;
-        while let Some(mut outstanding) = self.queued.pop_front() {
-            outstanding.attempts += 1;
-            outstanding.deadline = now + timeout;
-            self.output.extend_from_slice(&outstanding.bytes);
-            self.in_flight.insert(outstanding.id, outstanding);
-        }
+        let output = &mut self.output;
+        self.requests
+            .write_queued(context.now, |bytes| output.extend_from_slice(bytes));
         if let Err(error) = self.flush_and_rearm(context) {
-            tracing::debug!(peer = self.peer.0, %error, "write to peer failed");
-            self.disconnect(context);
+            self.fail(error.into(), context);
         }
     }
 
@@ -222,8 +242,9 @@ impl Initiated {
     }
 
     /// Handles the end of a nonblocking connect. Writability alone does not
-    /// prove the connection: a refused connect shows as the socket's
-    /// pending error or as a failing `peer_addr`.
+    /// prove the connection, because a refused connect also makes the socket
+    /// writable. The socket's pending error (SO_ERROR) and `peer_addr`
+    /// confirm it.
     fn finish_connect(&mut self, context: &mut Context<'_>) {
         let State::Connecting { stream, .. } = &self.state else {
             return;
@@ -233,74 +254,45 @@ impl Initiated {
             Ok(Some(error)) | Err(error) => Err(error),
         };
         if let Err(error) = confirmed {
-            tracing::debug!(peer = self.peer.0, addr = %self.addr, %error, "connect failed");
-            self.disconnect(context);
+            self.fail(error.into(), context);
             return;
         }
-        let State::Connecting { stream, .. } = std::mem::replace(
-            &mut self.state,
-            State::Disconnected {
-                retry_at: context.now,
-            },
-        ) else {
-            unreachable!("checked above");
+        let Some(stream) = self.take_stream(context) else {
+            return;
         };
         self.decoder = FrameDecoder::new(context.config.max_peer_frame);
-        let hello = Hello::peer(&context.config.cluster_id, context.config.node_id);
         self.output.clear();
+        let hello = Hello::peer(&context.config.cluster_id, context.config.node_id);
         if let Err(error) = frame::encode(&hello, context.config.max_peer_frame, &mut self.output) {
-            tracing::error!(%error, "failed to encode the handshake");
+            tracing::error!(peer = self.peer.0, %error, "failed to encode the handshake");
         }
         let deadline = context.now + context.config.request_timeout;
         self.state = State::Handshaking { stream, deadline };
         if let Err(error) = self.flush_and_rearm(context) {
-            tracing::debug!(peer = self.peer.0, %error, "write to peer failed");
-            self.disconnect(context);
+            self.fail(error.into(), context);
         }
     }
 
-    fn read_responses(&mut self, context: &mut Context<'_>) -> Result<(), String> {
-        self.input.clear();
+    fn read_responses(&mut self, context: &mut Context<'_>) -> Result<(), ConnectionError> {
         let mut input = std::mem::take(&mut self.input);
+        input.clear();
         let outcome = match self.stream_mut() {
             Some(stream) => stream::read_available(stream, &mut input),
             None => Ok(ReadOutcome::Open),
         };
         self.decoder.extend(&input);
         self.input = input;
-        let outcome = outcome.map_err(|error| error.to_string())?;
+        let outcome = outcome?;
 
-        while let Some(body) = self
-            .decoder
-            .next_frame()
-            .map_err(|error| error.to_string())?
-        {
+        while let Some(body) = self.decoder.next_frame()? {
             if matches!(self.state, State::Handshaking { .. }) {
-                let reply: HelloReply = frame::decode(&body).map_err(|error| error.to_string())?;
-                if !reply.accepted {
-                    return Err(format!(
-                        "peer rejected the handshake: {}",
-                        reply.error.unwrap_or_default()
-                    ));
-                }
-                let State::Handshaking { stream, .. } = std::mem::replace(
-                    &mut self.state,
-                    State::Disconnected {
-                        retry_at: context.now,
-                    },
-                ) else {
-                    unreachable!("checked above");
-                };
-                self.state = State::Ready { stream };
-                self.backoff = context.config.reconnect_backoff_min;
-                tracing::debug!(peer = self.peer.0, addr = %self.addr, "connected to peer");
-                self.write_queued(context);
+                self.handle_hello_reply(&body, context)?;
                 continue;
             }
-            let envelope: Envelope<Message> =
-                frame::decode(&body).map_err(|error| error.to_string())?;
-            // A retried request can get two responses, and only the first counts.
-            if self.in_flight.remove(&envelope.id).is_some() {
+            let envelope: Envelope<Message> = frame::decode(&body)?;
+            // A retried request can get two responses, and only the first
+            // counts.
+            if self.requests.complete(envelope.id) {
                 context.events.push(Event::PeerResponse {
                     peer: self.peer,
                     id: envelope.id,
@@ -310,8 +302,33 @@ impl Initiated {
         }
         match outcome {
             ReadOutcome::Open => Ok(()),
-            ReadOutcome::Eof => Err("peer closed the connection".to_owned()),
+            ReadOutcome::Eof => Err(ConnectionError::Closed),
         }
+    }
+
+    fn handle_hello_reply(
+        &mut self,
+        body: &[u8],
+        context: &mut Context<'_>,
+    ) -> Result<(), ConnectionError> {
+        let reply: HelloReply = frame::decode(body)?;
+        if !reply.accepted {
+            return Err(ConnectionError::Rejected(reply.error.unwrap_or_default()));
+        }
+        let Some(stream) = self.take_stream(context) else {
+            return Ok(());
+        };
+        self.state = State::Ready { stream };
+        self.backoff = context.config.reconnect_backoff_min;
+        tracing::info!(
+            peer = self.peer.0,
+            addr = %self.addr,
+            failures = self.failures,
+            "connected to peer"
+        );
+        self.failures = 0;
+        self.write_queued(context);
+        Ok(())
     }
 }
 
@@ -330,100 +347,64 @@ impl Handler for Initiated {
         if event.readable
             && let Err(error) = self.read_responses(context)
         {
-            tracing::warn!(peer = self.peer.0, addr = %self.addr, %error, "peer connection failed");
-            self.disconnect(context);
+            self.fail(error, context);
             return Status::Open;
         }
         if let Err(error) = self.flush_and_rearm(context) {
-            tracing::debug!(peer = self.peer.0, %error, "write to peer failed");
-            self.disconnect(context);
+            self.fail(error.into(), context);
         }
         Status::Open
     }
 
     fn deadline(&self) -> Option<Instant> {
         let state_deadline = match &self.state {
-            State::Disconnected { retry_at } => {
-                let waiting = !self.queued.is_empty() || !self.in_flight.is_empty();
-                waiting.then_some(*retry_at)
-            }
+            State::Disconnected { retry_at } => self.requests.has_queued().then_some(*retry_at),
             State::Connecting { deadline, .. } | State::Handshaking { deadline, .. } => {
                 Some(*deadline)
             }
             State::Ready { .. } => None,
         };
-        let requests = self
-            .in_flight
-            .values()
-            .chain(self.queued.iter())
-            .map(|outstanding| outstanding.deadline)
-            .min();
-        [state_deadline, requests].into_iter().flatten().min()
+        [state_deadline, self.requests.next_deadline()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     fn on_timer(&mut self, context: &mut Context<'_>) -> Status {
         let now = context.now;
-        let max_attempts = context.config.max_attempts;
-        let timeout = context.config.request_timeout;
-
-        // Resend late requests on the same connection, or fail them once
-        // their attempts are used up.
-        let late: Vec<RequestId> = self
-            .in_flight
-            .iter()
-            .filter(|(_, outstanding)| outstanding.deadline <= now)
-            .map(|(id, _)| *id)
-            .collect();
-        let mut unresponsive = false;
-        for id in late {
-            let outstanding = self.in_flight.get_mut(&id).expect("listed above");
-            if outstanding.attempts >= max_attempts {
-                self.in_flight.remove(&id);
-                context.events.push(Event::RequestFailed {
-                    peer: self.peer,
-                    id,
-                });
-                unresponsive = true;
-            } else {
-                outstanding.attempts += 1;
-                outstanding.deadline = now + timeout;
-                self.output.extend_from_slice(&outstanding.bytes);
-            }
-        }
-        while self
-            .queued
-            .front()
-            .is_some_and(|outstanding| outstanding.deadline <= now)
-        {
-            let outstanding = self.queued.pop_front().expect("checked above");
+        let mut resend = Vec::new();
+        let expired = self
+            .requests
+            .expire(now, |bytes| resend.extend_from_slice(bytes));
+        for id in expired.failed {
             context.events.push(Event::RequestFailed {
                 peer: self.peer,
-                id: outstanding.id,
+                id,
             });
         }
 
         match &self.state {
             State::Disconnected { retry_at } => {
-                let waiting = !self.queued.is_empty() || !self.in_flight.is_empty();
-                if waiting && *retry_at <= now {
+                if self.requests.has_queued() && *retry_at <= now {
                     self.connect(context);
                 }
             }
             State::Connecting { deadline, .. } | State::Handshaking { deadline, .. } => {
                 if *deadline <= now {
-                    tracing::debug!(peer = self.peer.0, addr = %self.addr, "connect timed out");
-                    self.disconnect(context);
+                    self.fail(ConnectionError::TimedOut, context);
                 }
             }
             State::Ready { .. } => {
-                // A peer that responds to no request within all its attempts
-                // is as good as gone, so reconnect instead of waiting on it.
-                if unresponsive {
-                    tracing::debug!(peer = self.peer.0, "reconnecting to unresponsive peer");
-                    self.disconnect(context);
-                } else if let Err(error) = self.flush_and_rearm(context) {
-                    tracing::debug!(peer = self.peer.0, %error, "write to peer failed");
-                    self.disconnect(context);
+                // A peer that responds to no request within all its attempts is
+                // likely gone without closing the connection (a half-open
+                // connection), so reconnect instead of waiting on it.
+                if expired.in_flight_failed {
+                    self.fail(ConnectionError::Unresponsive, context);
+                } else if !resend.is_empty() {
+                    self.output.extend_from_slice(&resend);
+                    if let Err(error) = self.flush_and_rearm(context) {
+                        self.fail(error.into(), context);
+                    }
                 }
             }
         }
@@ -431,7 +412,9 @@ impl Handler for Initiated {
     }
 
     fn on_removed(&mut self, context: &mut Context<'_>) {
-        self.take_stream(context);
+        if let Some(stream) = self.take_stream(context) {
+            let _ = context.poller.delete(&stream);
+        }
     }
 
     fn as_initiated(&mut self) -> Option<&mut Initiated> {

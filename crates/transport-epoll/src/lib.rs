@@ -152,12 +152,17 @@ impl EpollTransport {
 
     fn respond<T: Serialize>(&mut self, conn: ConnId, value: &T) -> Result<()> {
         let key = conn.0 as usize;
-        let Some(handler) = self.handlers.get_mut(&key) else {
+        // A key of a listener or an initiated connection is no open
+        // accepted connection either.
+        let Some((handler, max_frame)) = self
+            .handlers
+            .get_mut(&key)
+            .and_then(|handler| handler.response_frame_limit().map(|max| (handler, max)))
+        else {
             return Err(TransportError::ConnectionClosed(conn));
         };
-        let max_frame = handler.max_frame();
         let mut bytes = Vec::new();
-        frame::encode(value, max_frame.max(1), &mut bytes)?;
+        frame::encode(value, max_frame, &mut bytes)?;
         let mut events = Vec::new();
         let mut context = Context::new(
             &self.poller,

@@ -3,7 +3,7 @@
 
 use std::io;
 use std::net::TcpListener;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::accepted::Accepted;
 use crate::handler::{Context, Handler, Status};
@@ -25,15 +25,36 @@ impl Port {
     }
 }
 
+/// Time the listener stops accepting after an accept error such as running
+/// out of file descriptors. The pending connection keeps the listener
+/// readable, so re-arming at once would turn the loop into a busy spin.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
 pub(crate) struct Listener {
     key: usize,
     port: Port,
     socket: TcpListener,
+    /// Set after an accept error: the listener is not armed until then.
+    paused_until: Option<Instant>,
 }
 
 impl Listener {
     pub(crate) fn new(key: usize, port: Port, socket: TcpListener) -> Listener {
-        Listener { key, port, socket }
+        Listener {
+            key,
+            port,
+            socket,
+            paused_until: None,
+        }
+    }
+
+    fn rearm(&self, context: &Context<'_>) {
+        if let Err(error) = context
+            .poller
+            .modify(&self.socket, polling::Event::readable(self.key))
+        {
+            tracing::error!(port = self.port.name(), %error, "failed to re-arm the listener");
+        }
     }
 
     pub(crate) fn socket(&self) -> &TcpListener {
@@ -87,27 +108,32 @@ impl Handler for Listener {
                 Ok(true) => continue,
                 Ok(false) => break,
                 Err(error) => {
-                    // Out of file descriptors and similar: keep listening,
-                    // the condition may pass.
-                    tracing::error!(port = self.port.name(), %error, "failed to accept a connection");
-                    break;
+                    // Out of file descriptors and similar: pause, then keep
+                    // listening, because the condition may pass.
+                    tracing::error!(
+                        port = self.port.name(),
+                        %error,
+                        pause_ms = ACCEPT_ERROR_PAUSE.as_millis() as u64,
+                        "failed to accept a connection"
+                    );
+                    self.paused_until = Some(context.now + ACCEPT_ERROR_PAUSE);
+                    return Status::Open;
                 }
             }
         }
-        if let Err(error) = context
-            .poller
-            .modify(&self.socket, polling::Event::readable(self.key))
-        {
-            tracing::error!(port = self.port.name(), %error, "failed to re-arm the listener");
-        }
+        self.rearm(context);
         Status::Open
     }
 
     fn deadline(&self) -> Option<Instant> {
-        None
+        self.paused_until
     }
 
-    fn on_timer(&mut self, _context: &mut Context<'_>) -> Status {
+    fn on_timer(&mut self, context: &mut Context<'_>) -> Status {
+        if self.paused_until.is_some_and(|until| until <= context.now) {
+            self.paused_until = None;
+            self.rearm(context);
+        }
         Status::Open
     }
 

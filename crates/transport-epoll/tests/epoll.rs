@@ -66,6 +66,7 @@ fn vote_request(from: u64, to: u64) -> Message {
         body: MessageBody::RequestVote {
             last_log_index: LogIndex(7),
             last_log_term: Term(2),
+            transfer: false,
         },
     }
 }
@@ -408,4 +409,225 @@ fn silent_connection_closed_after_handshake_timeout() {
         closed_after >= Duration::from_secs(4),
         "closed after {closed_after:?}"
     );
+}
+
+fn bind_with(id: u64, addrs: &Addrs, config: TransportConfig) -> EpollTransport {
+    let index = id as usize - 1;
+    EpollTransport::bind(config, addrs.peer[index], addrs.client[index]).unwrap()
+}
+
+fn peer_requests(events: &[(usize, Event)], node: usize) -> Vec<RequestId> {
+    events
+        .iter()
+        .filter(|(index, _)| *index == node)
+        .filter_map(|(_, event)| match event {
+            Event::PeerRequest { id, .. } => Some(*id),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn in_flight_request_resent_after_peer_restart() {
+    let addrs = addrs();
+    let mut one = bind(1, &addrs);
+    let mut two = bind(2, &addrs);
+    let sent = one.send(NodeId(2), vote_request(1, 2)).unwrap();
+    pump(&mut [&mut one, &mut two], |seen| {
+        peer_requests(seen, 1).contains(&sent)
+    });
+
+    // Node 2 restarts without responding, and node 1 sees the connection break
+    // and sends the request again, with the same id, on a new connection.
+    drop(two);
+    let mut two = bind(2, &addrs);
+    let events = pump(&mut [&mut one, &mut two], |seen| {
+        peer_requests(seen, 1).contains(&sent)
+    });
+    let failed = events
+        .iter()
+        .any(|(_, event)| matches!(event, Event::RequestFailed { .. }));
+    assert!(!failed, "{events:?}");
+}
+
+#[test]
+fn full_queue_fails_request_at_once() {
+    let addrs = addrs();
+    let mut config = config(1, &addrs);
+    config.max_queued_requests = 2;
+    config.request_timeout = Duration::from_secs(10);
+    let mut one = bind_with(1, &addrs, config);
+    let first = one.send(NodeId(2), vote_request(1, 2)).unwrap();
+    let second = one.send(NodeId(2), vote_request(1, 2)).unwrap();
+    let third = one.send(NodeId(2), vote_request(1, 2)).unwrap();
+    assert_ne!(first, second);
+
+    let started = Instant::now();
+    let mut events = Vec::new();
+    one.poll(&mut events, Some(Duration::from_secs(1))).unwrap();
+    assert!(started.elapsed() < Duration::from_millis(500));
+    assert_eq!(
+        events,
+        vec![Event::RequestFailed {
+            peer: NodeId(2),
+            id: third
+        }]
+    );
+}
+
+#[test]
+fn send_to_unknown_peer_rejected() {
+    let addrs = addrs();
+    let mut one = bind(1, &addrs);
+    let error = one.send(NodeId(7), vote_request(1, 7)).unwrap_err();
+    assert!(matches!(
+        error,
+        transport::TransportError::UnknownPeer(NodeId(7))
+    ));
+}
+
+#[test]
+fn client_disconnect_reports_connection_closed() {
+    let addrs = addrs();
+    let mut two = bind(2, &addrs);
+    let handle = handshake_in_thread(addrs.client[1], Hello::client());
+    let (mut stream, reply) = finish(&mut two, handle);
+    assert!(reply.unwrap().accepted);
+    write_frame(
+        &mut stream,
+        &Envelope {
+            id: RequestId(1),
+            body: ClientRequest::Status,
+        },
+    );
+    let events = pump(&mut [&mut two], |seen| {
+        seen.iter()
+            .any(|(_, event)| matches!(event, Event::ClientRequest { .. }))
+    });
+    let conn = events
+        .iter()
+        .find_map(|(_, event)| match event {
+            Event::ClientRequest { conn, .. } => Some(*conn),
+            _ => None,
+        })
+        .unwrap();
+
+    drop(stream);
+    pump(&mut [&mut two], |seen| {
+        seen.contains(&(0, Event::ConnectionClosed { conn }))
+    });
+    let error = two
+        .respond_client(conn, RequestId(1), ClientResponse::Value { value: None })
+        .unwrap_err();
+    assert!(matches!(
+        error,
+        transport::TransportError::ConnectionClosed(closed) if closed == conn
+    ));
+}
+
+#[test]
+fn respond_on_listener_key_is_connection_closed() {
+    let addrs = addrs();
+    let mut two = bind(2, &addrs);
+    // Keys 0 and 1 are the two listeners, never accepted connections.
+    for key in [0, 1, 999] {
+        let conn = transport::ConnId(key);
+        let error = two
+            .respond_peer(conn, RequestId(1), vote_response(2, 1))
+            .unwrap_err();
+        assert!(
+            matches!(error, transport::TransportError::ConnectionClosed(_)),
+            "{error:?}"
+        );
+    }
+}
+
+#[test]
+fn invalid_request_after_handshake_closes_connection() {
+    let addrs = addrs();
+    let mut two = bind(2, &addrs);
+    let handle = handshake_in_thread(addrs.client[1], Hello::client());
+    let (mut stream, reply) = finish(&mut two, handle);
+    assert!(reply.unwrap().accepted);
+
+    write_frame(
+        &mut stream,
+        &serde_json::json!({ "id": 1, "body": "no such op" }),
+    );
+    let mut events = Vec::new();
+    assert!(closed_by_collecting(&mut two, &mut stream, &mut events));
+    let closed = events
+        .iter()
+        .any(|event| matches!(event, Event::ConnectionClosed { .. }));
+    assert!(closed, "{events:?}");
+    let requests = events
+        .iter()
+        .any(|event| matches!(event, Event::ClientRequest { .. }));
+    assert!(!requests, "{events:?}");
+}
+
+/// Like [`closed_by`], but keeps the transport's events.
+fn closed_by_collecting(
+    transport: &mut EpollTransport,
+    stream: &mut TcpStream,
+    events: &mut Vec<Event>,
+) -> bool {
+    stream.set_nonblocking(true).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut buf = [0; 256];
+    while Instant::now() < deadline {
+        transport
+            .poll(events, Some(Duration::from_millis(5)))
+            .unwrap();
+        match stream.read(&mut buf) {
+            Ok(0) => {
+                // One more poll, in case the close event is still pending.
+                transport.poll(events, Some(Duration::ZERO)).unwrap();
+                return true;
+            }
+            Ok(_) => continue,
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(_) => return true,
+        }
+    }
+    false
+}
+
+#[test]
+fn connections_above_limit_closed() {
+    let addrs = addrs();
+    let mut config = config(2, &addrs);
+    config.max_connections = 1;
+    let mut two = bind_with(2, &addrs, config);
+
+    let mut first = TcpStream::connect(addrs.client[1]).unwrap();
+    let mut events = Vec::new();
+    two.poll(&mut events, Some(Duration::from_millis(50)))
+        .unwrap();
+    let mut second = TcpStream::connect(addrs.client[1]).unwrap();
+    assert!(closed_by(&mut two, &mut second));
+
+    // The first connection still completes its handshake.
+    write_frame(&mut first, &Hello::client());
+    let handle = std::thread::spawn(move || {
+        first
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        read_frame::<HelloReply>(&mut first)
+    });
+    let reply = finish(&mut two, handle).expect("a hello reply");
+    assert!(reply.accepted);
+}
+
+#[test]
+fn client_port_serves_after_garbage() {
+    let addrs = addrs();
+    let mut two = bind(2, &addrs);
+    let mut garbage = TcpStream::connect(addrs.client[1]).unwrap();
+    garbage.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    assert!(closed_by(&mut two, &mut garbage));
+
+    let handle = handshake_in_thread(addrs.client[1], Hello::client());
+    let (_stream, reply) = finish(&mut two, handle);
+    assert!(reply.unwrap().accepted);
 }

@@ -38,7 +38,10 @@ impl MemClient {
     /// Returns [`MemClientError::Refused`] when nothing listens on `addr`.
     pub fn connect(network: &MemNetwork, addr: &str) -> Result<MemClient, MemClientError> {
         let mut inner = network.inner.borrow_mut();
-        let endpoint = inner.new_endpoint();
+        if !inner.listeners.contains_key(addr) {
+            return Err(MemClientError::Refused(addr.to_owned()));
+        }
+        let endpoint = inner.new_endpoint(format!("client-{addr}"));
         let conn = inner
             .connect(endpoint, addr)
             .ok_or_else(|| MemClientError::Refused(addr.to_owned()))?;
@@ -64,7 +67,7 @@ impl MemClient {
     /// Returns [`MemClientError::Closed`] when the node closed the connection.
     pub fn send(&mut self, request: ClientRequest) -> Result<RequestId, MemClientError> {
         let mut inner = self.network.inner.borrow_mut();
-        if !inner.conns.get(&self.conn).is_some_and(|conn| conn.open) {
+        if !inner.is_open(self.conn) {
             return Err(MemClientError::Closed);
         }
         let id = RequestId(self.next_request);
@@ -85,9 +88,16 @@ impl MemClient {
     /// # Errors
     ///
     /// Returns [`MemClientError::Rejected`] when the handshake failed, and
-    /// [`MemClientError::Closed`] when a response is malformed.
+    /// [`MemClientError::Closed`] when a response is malformed or when the
+    /// connection is closed and every response sent before the close was
+    /// returned.
     pub fn poll(&mut self) -> Result<Vec<(RequestId, ClientResponse)>, MemClientError> {
-        let packets = self.network.inner.borrow_mut().take_due(self.endpoint);
+        let (packets, closed) = {
+            let mut inner = self.network.inner.borrow_mut();
+            let packets = inner.take_due(self.endpoint);
+            let closed = inner.closed_conns(self.endpoint).contains(&self.conn);
+            (packets, closed)
+        };
         for packet in packets {
             self.decoder.extend(&packet.bytes);
         }
@@ -108,6 +118,9 @@ impl MemClient {
             let envelope: Envelope<ClientResponse> =
                 frame::decode(&body).map_err(|_| MemClientError::Closed)?;
             responses.push((envelope.id, envelope.body));
+        }
+        if closed && responses.is_empty() {
+            return Err(MemClientError::Closed);
         }
         Ok(responses)
     }

@@ -11,9 +11,13 @@
 //!
 //! The network changes only when an endpoint calls it or the test moves the
 //! clock with [`MemNetwork::advance`]; there are no threads and no real
-//! time.
+//! time. Seeded faults ([`Faults`]), cuts and partitions, connection resets
+//! and node crashes (dropping a [`MemTransport`]) are applied as packets are
+//! sent, so the same calls with the same seed give the same events.
 
+mod accepted;
 mod client;
+mod initiated;
 mod network;
 mod transport;
 

@@ -6,7 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-/// Identifies an endpoint (a transport or a client) on the network.
+/// Identifies an endpoint (a transport or a client) on the network. Ids
+/// start at 1, and 0 marks the end of a connection that is gone.
 pub(crate) type EndpointId = u64;
 /// Identifies a connection on the network.
 pub(crate) type NetConnId = u64;
@@ -23,7 +24,14 @@ pub(crate) struct NetConn {
     pub(crate) initiator: EndpointId,
     pub(crate) acceptor: EndpointId,
     pub(crate) port: Port,
-    pub(crate) open: bool,
+    /// The virtual time at which both ends see the connection closed, once
+    /// one end closed it.
+    closed_at: Option<Duration>,
+    /// The latest delivery time of a packet sent towards the initiator
+    /// (index 0) and towards the acceptor (index 1). A later packet never
+    /// arrives before an earlier one, unless a fault delays it, so the
+    /// stream keeps its order when the latency changes.
+    last_due: [Duration; 2],
 }
 
 /// Faults the network applies to every frame after a connection's
@@ -58,7 +66,7 @@ impl Rng {
     }
 }
 
-/// Bytes written on one side of a connection, due at the other side at `at`.
+/// Bytes written on one side of a connection, due at the other side.
 #[derive(Debug)]
 pub(crate) struct Packet {
     pub(crate) conn: NetConnId,
@@ -77,12 +85,14 @@ pub(crate) struct Inner {
     next_seq: u64,
     pub(crate) listeners: BTreeMap<String, (EndpointId, Port)>,
     pub(crate) conns: BTreeMap<NetConnId, NetConn>,
-    /// Packets in flight, by delivery time and then send order, so that
-    /// delivery on one connection keeps the order of its writes.
+    /// Connections not yet taken by their acceptor, per acceptor.
+    backlog: BTreeMap<EndpointId, Vec<NetConnId>>,
+    /// Packets in flight, by delivery time and then send order.
     pub(crate) packets: BTreeMap<(Duration, u64), Packet>,
     /// Directed pairs of endpoint names whose packets are dropped.
     cut: BTreeSet<(String, String)>,
-    /// The name of each endpoint: a node's peer address, or a client's.
+    /// The name of each endpoint: a node's peer address, or a client's
+    /// generated name.
     pub(crate) names: BTreeMap<EndpointId, String>,
     pub(crate) faults: Faults,
     rng: Rng,
@@ -97,6 +107,10 @@ pub(crate) struct Inner {
 /// Nothing happens on its own: packets are delivered when their receiver
 /// polls at or after their delivery time, and time moves only through
 /// [`MemNetwork::advance`].
+///
+/// A node crashes when its [`MemTransport`](crate::MemTransport) is dropped:
+/// its listeners go away and its connections are reset. Creating a new
+/// transport with the same configuration restarts it.
 #[derive(Clone, Debug)]
 pub struct MemNetwork {
     pub(crate) inner: Rc<RefCell<Inner>>,
@@ -127,6 +141,7 @@ impl MemNetwork {
                 next_seq: 0,
                 listeners: BTreeMap::new(),
                 conns: BTreeMap::new(),
+                backlog: BTreeMap::new(),
                 packets: BTreeMap::new(),
                 cut: BTreeSet::new(),
                 names: BTreeMap::new(),
@@ -138,7 +153,8 @@ impl MemNetwork {
         }
     }
 
-    /// Sets the one-way delay of every packet sent from now on.
+    /// Sets the one-way delay of every packet sent from now on. Packets on
+    /// one connection still arrive in the order they were sent.
     pub fn set_latency(&self, latency: Duration) {
         self.inner.borrow_mut().latency = latency;
     }
@@ -186,13 +202,29 @@ impl MemNetwork {
             .insert((from.to_owned(), to.to_owned()));
     }
 
+    /// Splits the nodes into groups (by peer address) that cannot reach
+    /// each other, until [`MemNetwork::heal`]. Nodes within a group, and
+    /// nodes in no group, are not cut from each other.
+    pub fn partition(&self, groups: &[&[&str]]) {
+        for (index, group) in groups.iter().enumerate() {
+            for other in &groups[index + 1..] {
+                for a in group.iter() {
+                    for b in other.iter() {
+                        self.disconnect(a, b);
+                    }
+                }
+            }
+        }
+    }
+
     /// Removes every cut.
     pub fn heal(&self) {
         self.inner.borrow_mut().cut.clear();
     }
 
     /// Closes every open connection of the node with peer address `addr`,
-    /// as a TCP reset would. Both ends see the close at their next poll.
+    /// as a TCP reset would: frames in flight are lost, and both ends see
+    /// the close at their next poll.
     pub fn reset_connections(&self, addr: &str) {
         let mut inner = self.inner.borrow_mut();
         let Some(endpoint) = inner.endpoint_of(addr) else {
@@ -201,13 +233,11 @@ impl MemNetwork {
         let conns: Vec<NetConnId> = inner
             .conns
             .iter()
-            .filter(|(_, conn)| {
-                conn.open && (conn.initiator == endpoint || conn.acceptor == endpoint)
-            })
+            .filter(|(_, conn)| conn.initiator == endpoint || conn.acceptor == endpoint)
             .map(|(id, _)| *id)
             .collect();
         for conn in conns {
-            inner.close(conn);
+            inner.reset(conn);
         }
     }
 
@@ -223,14 +253,30 @@ impl Inner {
         self.base + self.now
     }
 
-    pub(crate) fn new_endpoint(&mut self) -> EndpointId {
+    /// Registers a new endpoint under `name`, which cuts refer to.
+    pub(crate) fn new_endpoint(&mut self, name: String) -> EndpointId {
         let id = self.next_endpoint;
         self.next_endpoint += 1;
+        self.names.insert(id, name);
         id
     }
 
     fn endpoint_of(&self, addr: &str) -> Option<EndpointId> {
         self.listeners.get(addr).map(|(endpoint, _)| *endpoint)
+    }
+
+    /// Returns the name of the other end of `conn` as seen by `endpoint`.
+    pub(crate) fn remote_name(&self, conn: NetConnId, endpoint: EndpointId) -> String {
+        let remote = self.conns.get(&conn).map(|net_conn| {
+            if net_conn.acceptor == endpoint {
+                net_conn.initiator
+            } else {
+                net_conn.acceptor
+            }
+        });
+        remote
+            .and_then(|remote| self.names.get(&remote).cloned())
+            .unwrap_or_else(|| "gone".to_owned())
     }
 
     /// Opens a connection from `initiator` to the listener at `addr`.
@@ -246,15 +292,33 @@ impl Inner {
                 initiator,
                 acceptor,
                 port,
-                open: true,
+                closed_at: None,
+                last_due: [self.now; 2],
             },
         );
+        self.backlog.entry(acceptor).or_default().push(id);
         Some(id)
+    }
+
+    /// Takes the connections made to `endpoint`'s listeners since the last
+    /// call, in the order they were made.
+    pub(crate) fn accept(&mut self, endpoint: EndpointId) -> Vec<(NetConnId, Port)> {
+        let backlog = self.backlog.remove(&endpoint).unwrap_or_default();
+        backlog
+            .into_iter()
+            .filter_map(|id| self.conns.get(&id).map(|conn| (id, conn.port)))
+            .collect()
+    }
+
+    pub(crate) fn is_open(&self, conn: NetConnId) -> bool {
+        self.conns
+            .get(&conn)
+            .is_some_and(|net_conn| net_conn.closed_at.is_none())
     }
 
     /// Queues one frame on an open connection. Frames on a cut link are
     /// lost. Unless `reliable`, the frame is subject to the network's
-    /// faults; handshakes are sent reliably, since a real stream never
+    /// faults. Handshakes are sent reliably, since a real stream never
     /// loses its first bytes while later ones arrive.
     pub(crate) fn send(
         &mut self,
@@ -271,7 +335,7 @@ impl Inner {
         } else {
             (net_conn.acceptor, net_conn.initiator)
         };
-        if !net_conn.open || self.is_cut(from, to) {
+        if net_conn.closed_at.is_some() || self.is_cut(from, to) {
             return;
         }
         let mut copies = 1;
@@ -291,8 +355,12 @@ impl Inner {
                 extra = Duration::from_micros(self.rng.next_u64() % (max_extra + 1));
             }
         }
+        let direction = usize::from(to_acceptor);
+        let net_conn = self.conns.get_mut(&conn).expect("checked above");
+        let in_order = (self.now + self.latency).max(net_conn.last_due[direction]);
         for copy in 0..copies {
-            let at = self.now + self.latency + extra * (copy + 1);
+            let at = in_order + extra * (copy + 1);
+            net_conn.last_due[direction] = net_conn.last_due[direction].max(at);
             let seq = self.next_seq;
             self.next_seq += 1;
             self.packets.insert(
@@ -316,9 +384,27 @@ impl Inner {
         }
     }
 
-    pub(crate) fn close(&mut self, conn: NetConnId) {
-        if let Some(net_conn) = self.conns.get_mut(&conn) {
-            net_conn.open = false;
+    /// Closes `conn` at once, as a TCP reset would. Frames in flight on it
+    /// are lost.
+    pub(crate) fn reset(&mut self, conn: NetConnId) {
+        let now = self.now;
+        let Some(net_conn) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        net_conn.closed_at = Some(net_conn.closed_at.map_or(now, |at| at.min(now)));
+        self.packets.retain(|_, packet| packet.conn != conn);
+    }
+
+    /// Closes `conn` after the frames already sent on it arrive, as a TCP
+    /// close (FIN) would. Nothing more can be sent on it.
+    pub(crate) fn close_after_flush(&mut self, conn: NetConnId) {
+        let now = self.now;
+        let Some(net_conn) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if net_conn.closed_at.is_none() {
+            let last_due = net_conn.last_due[0].max(net_conn.last_due[1]);
+            net_conn.closed_at = Some(last_due.max(now));
         }
     }
 
@@ -343,41 +429,46 @@ impl Inner {
             .collect();
         due.into_iter()
             .filter_map(|key| self.packets.remove(&key))
-            .filter(|packet| self.conns.get(&packet.conn).is_some_and(|conn| conn.open))
             .collect()
     }
 
-    /// Connections of `endpoint` that were closed, by either side.
+    /// Connections of `endpoint` that are closed by now, by either side.
     pub(crate) fn closed_conns(&self, endpoint: EndpointId) -> Vec<NetConnId> {
+        let now = self.now;
         self.conns
             .iter()
             .filter(|(_, conn)| {
-                !conn.open && (conn.initiator == endpoint || conn.acceptor == endpoint)
+                conn.closed_at.is_some_and(|at| at <= now)
+                    && (conn.initiator == endpoint || conn.acceptor == endpoint)
             })
             .map(|(id, _)| *id)
             .collect()
     }
 
-    /// Forgets a closed connection once both ends have seen it close.
+    /// Forgets `endpoint`'s end of a closed connection. The connection and
+    /// its remaining packets go once both ends are forgotten.
     pub(crate) fn forget(&mut self, conn: NetConnId, endpoint: EndpointId) {
-        if let Some(net_conn) = self.conns.get_mut(&conn) {
-            if net_conn.initiator == endpoint {
-                net_conn.initiator = 0;
-            }
-            if net_conn.acceptor == endpoint {
-                net_conn.acceptor = 0;
-            }
-            if net_conn.initiator == 0 && net_conn.acceptor == 0 {
-                self.conns.remove(&conn);
-            }
+        let Some(net_conn) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if net_conn.initiator == endpoint {
+            net_conn.initiator = 0;
+        }
+        if net_conn.acceptor == endpoint {
+            net_conn.acceptor = 0;
+        }
+        if net_conn.initiator == 0 && net_conn.acceptor == 0 {
+            self.conns.remove(&conn);
+            self.packets.retain(|_, packet| packet.conn != conn);
         }
     }
 
     /// Unregisters an endpoint: its listeners go away and its connections
-    /// close.
+    /// are reset.
     pub(crate) fn remove_endpoint(&mut self, endpoint: EndpointId) {
         self.listeners.retain(|_, (owner, _)| *owner != endpoint);
         self.names.remove(&endpoint);
+        self.backlog.remove(&endpoint);
         let conns: Vec<NetConnId> = self
             .conns
             .iter()
@@ -385,7 +476,7 @@ impl Inner {
             .map(|(id, _)| *id)
             .collect();
         for conn in conns {
-            self.close(conn);
+            self.reset(conn);
             self.forget(conn, endpoint);
         }
     }

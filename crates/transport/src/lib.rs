@@ -25,6 +25,7 @@ pub mod client;
 mod error;
 pub mod frame;
 pub mod handshake;
+pub mod requests;
 
 use std::time::{Duration, Instant};
 

@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use transport::{RequestId, TransportConfig};
+use crate::{RequestId, TransportConfig};
 
 /// One request and its encoded frame, kept for resending.
 #[derive(Debug)]
@@ -29,7 +29,7 @@ struct Pending {
 
 /// The requests to one peer that have no response yet.
 #[derive(Debug)]
-pub(crate) struct Requests {
+pub struct Requests {
     timeout: Duration,
     max_attempts: u32,
     max_queued: usize,
@@ -40,19 +40,19 @@ pub(crate) struct Requests {
     in_flight: BTreeMap<RequestId, Pending>,
 }
 
-/// What [`Requests::expire`] did.
+/// The outcome of [`Requests::expire`].
 #[derive(Debug, Default)]
-pub(crate) struct Expired {
+pub struct Expired {
     /// Requests that used all their attempts or waited too long for a
     /// connection.
-    pub(crate) failed: Vec<RequestId>,
+    pub failed: Vec<RequestId>,
     /// Whether a request written on the current connection failed, which
     /// suggests that the connection is dead without having been closed.
-    pub(crate) in_flight_failed: bool,
+    pub in_flight_failed: bool,
 }
 
 impl Requests {
-    pub(crate) fn new(config: &TransportConfig) -> Requests {
+    pub fn new(config: &TransportConfig) -> Requests {
         Requests {
             timeout: config.request_timeout,
             max_attempts: config.max_attempts.max(1),
@@ -62,18 +62,19 @@ impl Requests {
         }
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub fn is_empty(&self) -> bool {
         self.queued.is_empty() && self.in_flight.is_empty()
     }
 
-    pub(crate) fn has_queued(&self) -> bool {
+    pub fn has_queued(&self) -> bool {
         !self.queued.is_empty()
     }
 
     /// Queues an encoded request until a connection takes it. Returns false,
     /// and drops the request, when `max_queued_requests` requests already
     /// wait for a response.
-    pub(crate) fn push(&mut self, id: RequestId, bytes: Vec<u8>, now: Instant) -> bool {
+    pub fn push(&mut self, id: RequestId, bytes: Vec<u8>, now: Instant) -> bool {
         if self.queued.len() + self.in_flight.len() >= self.max_queued {
             return false;
         }
@@ -87,27 +88,27 @@ impl Requests {
     }
 
     /// Starts an attempt for every queued request, in send order, and
-    /// appends their frames to `out`.
-    pub(crate) fn write_queued(&mut self, now: Instant, out: &mut Vec<u8>) {
+    /// passes each frame to `write`.
+    pub fn write_queued(&mut self, now: Instant, mut write: impl FnMut(&[u8])) {
         let queued = std::mem::take(&mut self.queued);
         for (id, mut pending) in queued {
             pending.attempts += 1;
             pending.deadline = now + self.timeout;
-            out.extend_from_slice(&pending.bytes);
+            write(&pending.bytes);
             self.in_flight.insert(id, pending);
         }
     }
 
     /// Records the response to `id`. Returns false when `id` is not in
     /// flight, which makes the response a duplicate from a retry or a late
-    /// answer to a request that already failed.
-    pub(crate) fn complete(&mut self, id: RequestId) -> bool {
+    /// response to a request that already failed.
+    pub fn complete(&mut self, id: RequestId) -> bool {
         self.in_flight.remove(&id).is_some()
     }
 
     /// Moves the requests of a broken connection back to the queue, and
     /// returns those that were on their last attempt, which fail.
-    pub(crate) fn connection_lost(&mut self, now: Instant) -> Vec<RequestId> {
+    pub fn connection_lost(&mut self, now: Instant) -> Vec<RequestId> {
         let mut failed = Vec::new();
         let in_flight = std::mem::take(&mut self.in_flight);
         for (id, mut pending) in in_flight {
@@ -123,10 +124,10 @@ impl Requests {
     }
 
     /// Handles the deadlines that passed by `now`. In-flight requests with
-    /// attempts left start their next attempt, and their frames are
-    /// appended to `resend` for the current connection. Every other late
-    /// request fails.
-    pub(crate) fn expire(&mut self, now: Instant, resend: &mut Vec<u8>) -> Expired {
+    /// attempts left start their next attempt, and their frames are passed
+    /// to `resend` for the current connection. Every other late request
+    /// fails.
+    pub fn expire(&mut self, now: Instant, mut resend: impl FnMut(&[u8])) -> Expired {
         let mut expired = Expired::default();
         let late: Vec<RequestId> = self
             .in_flight
@@ -145,7 +146,7 @@ impl Requests {
             } else {
                 pending.attempts += 1;
                 pending.deadline = now + self.timeout;
-                resend.extend_from_slice(&pending.bytes);
+                resend(&pending.bytes);
             }
         }
 
@@ -164,7 +165,7 @@ impl Requests {
     }
 
     /// Returns the earliest deadline of any request.
-    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+    pub fn next_deadline(&self) -> Option<Instant> {
         self.in_flight
             .values()
             .chain(self.queued.values())
@@ -176,7 +177,7 @@ impl Requests {
 #[cfg(test)]
 mod tests {
     use raft_core::NodeId;
-    use transport::PeerAddr;
+    use crate::PeerAddr;
 
     use super::*;
 
@@ -200,17 +201,17 @@ mod tests {
         let mut requests = requests(2, 10);
         assert!(requests.push(RequestId(1), vec![1], start));
         let mut out = Vec::new();
-        requests.write_queued(start, &mut out);
+        requests.write_queued(start, |bytes| out.extend_from_slice(bytes));
         assert_eq!(out, vec![1]);
 
         let mut resend = Vec::new();
-        let expired = requests.expire(start + 100 * MS, &mut resend);
+        let expired = requests.expire(start + 100 * MS, |bytes| resend.extend_from_slice(bytes));
         assert!(expired.failed.is_empty());
         assert_eq!(resend, vec![1]);
 
-        let expired = requests.expire(start + 199 * MS, &mut resend);
+        let expired = requests.expire(start + 199 * MS, |bytes| resend.extend_from_slice(bytes));
         assert!(expired.failed.is_empty());
-        let expired = requests.expire(start + 200 * MS, &mut resend);
+        let expired = requests.expire(start + 200 * MS, |bytes| resend.extend_from_slice(bytes));
         assert_eq!(expired.failed, vec![RequestId(1)]);
         assert!(expired.in_flight_failed);
         assert!(requests.is_empty());
@@ -221,7 +222,7 @@ mod tests {
         let start = Instant::now();
         let mut requests = requests(2, 10);
         requests.push(RequestId(1), vec![1], start);
-        requests.write_queued(start, &mut Vec::new());
+        requests.write_queued(start, |_| {});
         assert!(requests.complete(RequestId(1)));
         assert!(!requests.complete(RequestId(1)));
     }
@@ -231,10 +232,10 @@ mod tests {
         let start = Instant::now();
         let mut requests = requests(3, 10);
         requests.push(RequestId(1), vec![1], start);
-        let expired = requests.expire(start + 299 * MS, &mut Vec::new());
+        let expired = requests.expire(start + 299 * MS, |_| {});
         assert!(expired.failed.is_empty());
         assert_eq!(requests.next_deadline(), Some(start + 300 * MS));
-        let expired = requests.expire(start + 300 * MS, &mut Vec::new());
+        let expired = requests.expire(start + 300 * MS, |_| {});
         assert_eq!(expired.failed, vec![RequestId(1)]);
         assert!(!expired.in_flight_failed);
     }
@@ -244,17 +245,17 @@ mod tests {
         let start = Instant::now();
         let mut requests = requests(2, 10);
         requests.push(RequestId(1), vec![1], start);
-        requests.write_queued(start, &mut Vec::new());
-        requests.expire(start + 100 * MS, &mut Vec::new());
+        requests.write_queued(start, |_| {});
+        requests.expire(start + 100 * MS, |_| {});
         requests.push(RequestId(2), vec![2], start + 110 * MS);
-        requests.write_queued(start + 110 * MS, &mut Vec::new());
+        requests.write_queued(start + 110 * MS, |_| {});
 
         // Request 1 is on its last attempt; request 2 has one left.
         let failed = requests.connection_lost(start + 120 * MS);
         assert_eq!(failed, vec![RequestId(1)]);
         assert!(requests.has_queued());
         let mut out = Vec::new();
-        requests.write_queued(start + 130 * MS, &mut out);
+        requests.write_queued(start + 130 * MS, |bytes| out.extend_from_slice(bytes));
         assert_eq!(out, vec![2]);
     }
 
@@ -263,14 +264,14 @@ mod tests {
         let start = Instant::now();
         let mut requests = requests(3, 10);
         requests.push(RequestId(1), vec![1], start);
-        requests.write_queued(start, &mut Vec::new());
-        requests.expire(start + 100 * MS, &mut Vec::new());
+        requests.write_queued(start, |_| {});
+        requests.expire(start + 100 * MS, |_| {});
 
         // Attempt 2 of 3 is under way, so one attempt of 100 ms remains.
         let failed = requests.connection_lost(start + 150 * MS);
         assert!(failed.is_empty());
         assert_eq!(requests.next_deadline(), Some(start + 250 * MS));
-        let expired = requests.expire(start + 250 * MS, &mut Vec::new());
+        let expired = requests.expire(start + 250 * MS, |_| {});
         assert_eq!(expired.failed, vec![RequestId(1)]);
         assert!(requests.is_empty());
     }
@@ -281,7 +282,7 @@ mod tests {
         let mut requests = requests(2, 2);
         assert!(requests.push(RequestId(1), vec![1], start));
         assert!(requests.push(RequestId(2), vec![2], start));
-        requests.write_queued(start, &mut Vec::new());
+        requests.write_queued(start, |_| {});
         assert!(!requests.push(RequestId(3), vec![3], start));
         requests.complete(RequestId(1));
         assert!(requests.push(RequestId(3), vec![3], start));
