@@ -153,7 +153,11 @@ async fn run(args: &Args, client: &mut Client, out: &mut impl Write) -> Result<u
                     &serde_json::json!({ "leader_id": status.id, "term": status.term }),
                 )?;
             } else {
-                writeln!(out, "leadership moved to node {} in term {}", status.id, status.term)?;
+                writeln!(
+                    out,
+                    "leadership moved to node {} in term {}",
+                    status.id, status.term
+                )?;
             }
         }
         Command::Status => {
