@@ -26,16 +26,20 @@ pub enum Bug {
     /// A node grants pre-votes and votes even though it heard from a
     /// leader within an election timeout.
     IgnoreLeaderLease,
+    /// A leader takes a rejecting follower's backtracking hint for a match
+    /// instead of probing it.
+    BacktrackPastConflict,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 6] = [
+    pub const ALL: [Bug; 7] = [
         Bug::CommitPreviousTerm,
         Bug::VoteWithoutLogCheck,
         Bug::AckBeforeFsync,
         Bug::DoubleApply,
         Bug::ReadWithoutRound,
         Bug::IgnoreLeaderLease,
+        Bug::BacktrackPastConflict,
     ];
 
     /// The bug's name on the command line.
@@ -47,6 +51,7 @@ impl Bug {
             Bug::DoubleApply => "double-apply",
             Bug::ReadWithoutRound => "read-without-round",
             Bug::IgnoreLeaderLease => "ignore-leader-lease",
+            Bug::BacktrackPastConflict => "backtrack-past-conflict",
         }
     }
 

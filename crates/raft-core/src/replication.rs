@@ -246,6 +246,13 @@ impl RawNode {
             if self.transfer.is_some_and(|(target, _)| target == follower) {
                 self.send_timeout_now_if_caught_up(follower);
             }
+        } else if crate::injected!(BacktrackPastConflict) {
+            // The injected bug takes the follower's hint as a match instead
+            // of probing it.
+            if progress.on_success(probe_at.min(last_index)) {
+                self.maybe_commit();
+            }
+            self.send_entries(follower);
         } else if progress.on_reject(probe_at.min(last_index)) {
             self.send_append(follower, true);
         }
