@@ -23,22 +23,18 @@ pub enum Bug {
     /// A leader answers a ReadIndex read without the heartbeat round that
     /// confirms it still leads.
     ReadWithoutRound,
-    /// A node grants pre-votes and votes even though it heard from a
-    /// leader within an election timeout.
-    IgnoreLeaderLease,
     /// A leader takes a rejecting follower's backtracking hint for a match
     /// instead of probing it.
     BacktrackPastConflict,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 7] = [
+    pub const ALL: [Bug; 6] = [
         Bug::CommitPreviousTerm,
         Bug::VoteWithoutLogCheck,
         Bug::AckBeforeFsync,
         Bug::DoubleApply,
         Bug::ReadWithoutRound,
-        Bug::IgnoreLeaderLease,
         Bug::BacktrackPastConflict,
     ];
 
@@ -50,7 +46,6 @@ impl Bug {
             Bug::AckBeforeFsync => "ack-before-fsync",
             Bug::DoubleApply => "double-apply",
             Bug::ReadWithoutRound => "read-without-round",
-            Bug::IgnoreLeaderLease => "ignore-leader-lease",
             Bug::BacktrackPastConflict => "backtrack-past-conflict",
         }
     }

@@ -82,6 +82,8 @@ pub struct SimCluster {
     /// Small batches let an old entry reach a follower without the entries
     /// after it, which some safety bugs need to show.
     pub max_entries_per_append: usize,
+    /// How the nodes confirm reads: a heartbeat round or a lease.
+    pub read_mode: raft_core::ReadMode,
 }
 
 impl SimCluster {
@@ -103,6 +105,7 @@ impl SimCluster {
             nodes,
             seed,
             max_entries_per_append: *rng.pick(&[1, 2, 8, 1024]),
+            read_mode: *rng.pick(&[raft_core::ReadMode::Safe, raft_core::ReadMode::Lease]),
         };
         for position in 0..cluster.nodes.len() {
             cluster.start(position)?;
@@ -151,6 +154,7 @@ impl SimCluster {
             seed: self.seed ^ (id.0 << 48) ^ sim_node.restarts,
             record_applied: true,
             max_entries_per_append: self.max_entries_per_append,
+            read_mode: self.read_mode,
         };
         let node = Node::new(config, sim_node.disk.clone(), transport)
             .map_err(|source| SimNodeError::Start { id, source })?;

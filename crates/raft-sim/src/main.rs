@@ -51,8 +51,9 @@ struct Args {
     jobs: Option<usize>,
 
     /// Switch on a deliberate bug: commit-previous-term,
-    /// vote-without-log-check, ack-before-fsync or double-apply. Needs a
-    /// build with the bug-injection feature.
+    /// vote-without-log-check, ack-before-fsync, double-apply,
+    /// read-without-round or backtrack-past-conflict. Needs a build with the
+    /// bug-injection feature.
     #[arg(long, value_name = "NAME")]
     inject_bug: Option<String>,
 

@@ -266,13 +266,15 @@ fn run(
     let mut fault_rng = rng.fork();
     let workload_rng = rng.fork();
     let mut cluster_rng = rng.fork();
-    state.trace.record(
-        Duration::ZERO,
-        format!("seed {} with {} nodes: {plan}", options.seed, options.nodes),
-    );
-
     let mut cluster = SimCluster::new(options.seed, options.nodes, &mut cluster_rng)
         .map_err(|error| Failure::Setup(error.to_string()))?;
+    state.trace.record(
+        Duration::ZERO,
+        format!(
+            "seed {} with {} nodes: {plan} batch={} reads={:?}",
+            options.seed, options.nodes, cluster.max_entries_per_append, cluster.read_mode
+        ),
+    );
     for (node, rate) in cluster.nodes.iter_mut().zip(&plan.clock_rates_permille) {
         node.clock_rate_permille = *rate;
     }

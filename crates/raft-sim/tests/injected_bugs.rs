@@ -48,3 +48,13 @@ fn ack_before_fsync_caught() {
 fn double_apply_caught() {
     assert_caught(Bug::DoubleApply);
 }
+
+#[test]
+fn read_without_round_caught() {
+    assert_caught(Bug::ReadWithoutRound);
+}
+
+#[test]
+fn backtrack_past_conflict_caught() {
+    assert_caught(Bug::BacktrackPastConflict);
+}

@@ -7,4 +7,5 @@
 pub mod cluster;
 pub mod kv;
 pub mod node;
+pub mod reads;
 pub mod wal;

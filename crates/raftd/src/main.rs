@@ -79,6 +79,21 @@ struct NodeArgs {
     /// from [MS, 2*MS). Must be at least 3 times --heartbeat-interval.
     #[arg(long, value_name = "MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
     election_timeout: u64,
+
+    /// How the leader confirms a read: `safe` runs a heartbeat round per read
+    /// batch; `lease` skips it while a quorum acknowledged a heartbeat within
+    /// the last election timeout minus two heartbeats, which assumes clock
+    /// rates differ by less than 2 heartbeats per election timeout.
+    #[arg(long, value_name = "MODE", default_value = "safe", value_parser = parse_read_mode)]
+    read_mode: raft_core::ReadMode,
+}
+
+fn parse_read_mode(text: &str) -> Result<raft_core::ReadMode, String> {
+    match text {
+        "safe" => Ok(raft_core::ReadMode::Safe),
+        "lease" => Ok(raft_core::ReadMode::Lease),
+        _ => Err(format!("{text:?} is not a read mode; use safe or lease")),
+    }
 }
 
 /// The parsed `--initial-cluster`. A newtype, because clap would take a bare
@@ -180,6 +195,7 @@ fn run_node(args: NodeArgs) -> ExitCode {
         seed: seed_from_clock(id),
         record_applied: false,
         max_entries_per_append: 1024,
+        read_mode: args.read_mode,
     };
     let mut node = match Node::new(config, OsDisk, transport) {
         Ok(node) => node,

@@ -9,13 +9,16 @@ use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use raft_core::{Config, Entry, EntryKind, LogIndex, Message, NodeId, RawNode, Ready, Role, Term};
+use raft_core::{
+    Config, Entry, EntryKind, LogIndex, Message, NodeId, RawNode, ReadMode, Ready, Role, Term,
+};
 use transport::{
     ClientErrorKind, ClientRequest, ClientResponse, ConnId, Event, NodeStatus, RequestId, Transport,
 };
 
 use crate::cluster::Member;
 use crate::kv::{Applied, Command, KvStore, MAX_KEY_LEN, MAX_VALUE_LEN};
+use crate::reads::Reads;
 use crate::wal::{Disk, Wal, WalError, WalOptions};
 
 /// Settings of one node.
@@ -37,6 +40,8 @@ pub struct NodeConfig {
     pub record_applied: bool,
     /// Maximum entries in one AppendEntries message.
     pub max_entries_per_append: usize,
+    /// How reads confirm leadership: a heartbeat round or a lease.
+    pub read_mode: ReadMode,
 }
 
 /// Errors that stop a node.
@@ -77,6 +82,8 @@ pub struct Node<T: Transport, D: Disk> {
     /// Client requests proposed by this node, by log index.
     pending: BTreeMap<LogIndex, PendingRequest>,
     events: Vec<Event>,
+    /// Client reads waiting for their read index or their apply.
+    reads: Reads,
     /// Set only by the injected `ack-before-fsync` bug: an fsync owed from
     /// the previous loop turn.
     deferred_sync: bool,
@@ -115,6 +122,7 @@ impl<T: Transport, D: Disk> Node<T, D> {
         raft_config.election_tick = config.election_ticks;
         raft_config.heartbeat_tick = 1;
         raft_config.max_entries_per_append = config.max_entries_per_append;
+        raft_config.read_mode = config.read_mode;
         raft_config.seed = config.seed;
         tracing::info!(
             node = config.id.0,
@@ -143,6 +151,7 @@ impl<T: Transport, D: Disk> Node<T, D> {
             peer_requests: BTreeMap::new(),
             pending: BTreeMap::new(),
             events: Vec::new(),
+            reads: Reads::default(),
             deferred_sync: false,
             applied_log: Vec::new(),
         })
@@ -235,23 +244,36 @@ impl<T: Transport, D: Disk> Node<T, D> {
         }
         let mut events = std::mem::take(&mut self.events);
         self.transport.poll(&mut events, Some(wait))?;
+        self.account_missed_ticks();
         for event in events.drain(..) {
             self.handle_event(event);
         }
         self.events = events;
 
         let now = self.transport.now();
+        for read in self.reads.expired(now) {
+            self.respond(read.conn, read.id, unconfirmed_read());
+        }
         if now >= self.next_tick {
             self.raw.tick();
-            self.next_tick += self.config.tick_interval;
-            if self.next_tick <= now {
-                // The loop fell behind, for example during a slow fsync. Ticks
-                // are not replayed in a burst, which would start an election
-                // at once.
-                self.next_tick = now + self.config.tick_interval;
-            }
+            self.next_tick = now + self.config.tick_interval;
         }
         self.handle_readies()
+    }
+
+    /// Tells the core about ticks the loop missed, for example while the
+    /// process was paused, before it handles any request: a read lease must
+    /// expire by real time. The ticks are not replayed in a burst, which
+    /// would start an election before the messages that waited are seen.
+    fn account_missed_ticks(&mut self) {
+        let now = self.transport.now();
+        let interval = self.config.tick_interval;
+        if now > self.next_tick + interval {
+            let behind = now - self.next_tick;
+            let missed = behind.as_nanos() / interval.as_nanos().max(1);
+            self.raw.report_missed_ticks(missed as u64);
+            self.next_tick += interval * missed as u32;
+        }
     }
 
     fn handle_event(&mut self, event: Event) {
@@ -296,6 +318,7 @@ impl<T: Transport, D: Disk> Node<T, D> {
             Event::ClientRequest { conn, id, request } => self.handle_client(conn, id, request),
             Event::ConnectionClosed { conn } => {
                 self.pending.retain(|_, pending| pending.conn != conn);
+                self.reads.drop_connection(conn);
             }
         }
     }
@@ -307,9 +330,24 @@ impl<T: Transport, D: Disk> Node<T, D> {
                 self.respond(conn, id, ClientResponse::Status(status));
                 return;
             }
+            ClientRequest::MoveLeader { target } => {
+                let response = match self.raw.transfer_leader(target) {
+                    Ok(()) => ClientResponse::TransferStarted { target },
+                    Err(raft_core::LeaderError::UnknownNode(node)) => ClientResponse::Error {
+                        kind: ClientErrorKind::InvalidRequest,
+                        message: format!("node {node} is not a member of this cluster"),
+                    },
+                    Err(_) => self.not_leader(),
+                };
+                self.respond(conn, id, response);
+                return;
+            }
             ClientRequest::Put { key, value } => Command::Put { key, value },
             ClientRequest::Delete { key } => Command::Delete { key },
-            ClientRequest::Get { key } => Command::Get { key },
+            ClientRequest::Get { key } => {
+                self.start_read(conn, id, key);
+                return;
+            }
             ClientRequest::Cas {
                 key,
                 expected,
@@ -333,20 +371,36 @@ impl<T: Transport, D: Disk> Node<T, D> {
                     self.respond(replaced.conn, replaced.id, unavailable());
                 }
             }
-            Err(raft_core::ProposeError::NotLeader { leader }) => {
-                let leader_client_addr = leader.and_then(|leader| {
-                    self.config
-                        .members
-                        .iter()
-                        .find(|member| member.id == leader)
-                        .map(|member| member.client_addr.clone())
-                });
-                let response = ClientResponse::NotLeader {
-                    leader_id: leader,
-                    leader_client_addr,
+            Err(raft_core::ProposeError::TransferInProgress { target }) => {
+                let response = ClientResponse::Error {
+                    kind: ClientErrorKind::Unavailable,
+                    message: format!(
+                        "leadership is moving to node {target}; retry on the new leader"
+                    ),
                 };
                 self.respond(conn, id, response);
             }
+            Err(raft_core::ProposeError::NotLeader { .. }) => {
+                let response = self.not_leader();
+                self.respond(conn, id, response);
+            }
+        }
+    }
+
+    /// The reply to a request that only the leader serves, naming the
+    /// leader this node knows of.
+    fn not_leader(&self) -> ClientResponse {
+        let leader = self.raw.status().leader;
+        let leader_client_addr = leader.and_then(|leader| {
+            self.config
+                .members
+                .iter()
+                .find(|member| member.id == leader)
+                .map(|member| member.client_addr.clone())
+        });
+        ClientResponse::NotLeader {
+            leader_id: leader,
+            leader_client_addr,
         }
     }
 
@@ -364,9 +418,39 @@ impl<T: Transport, D: Disk> Node<T, D> {
             for entry in &ready.committed_entries {
                 self.apply(entry);
             }
+            for state in &ready.read_states {
+                if let Some(failed) = self.reads.confirm(*state) {
+                    self.respond(failed.conn, failed.id, unconfirmed_read());
+                }
+            }
+            self.serve_reads();
             self.raw.advance(&ready);
         }
         Ok(())
+    }
+
+    /// Starts a linearizable read through ReadIndex; the answer comes once
+    /// the read index is confirmed and applied.
+    fn start_read(&mut self, conn: ConnId, id: RequestId, key: Vec<u8>) {
+        if let Some(error) = check_command(&Command::Get { key: key.clone() }) {
+            self.respond(conn, id, error);
+            return;
+        }
+        let now = self.transport.now();
+        let context = self.reads.start(conn, id, key, now);
+        if self.raw.read_index(context).is_err() {
+            self.reads.cancel(context);
+            let response = self.not_leader();
+            self.respond(conn, id, response);
+        }
+    }
+
+    /// Answers the confirmed reads whose index the state machine applied.
+    fn serve_reads(&mut self) {
+        for read in self.reads.servable(self.kv.applied_index()) {
+            let value = self.kv.get(&read.key).map(<[u8]>::to_vec);
+            self.respond(read.conn, read.id, ClientResponse::Value { value });
+        }
     }
 
     fn persist(&mut self, ready: &Ready) -> Result<(), NodeError> {
@@ -513,6 +597,13 @@ fn check_command(command: &Command) -> Option<ClientResponse> {
         kind: ClientErrorKind::InvalidRequest,
         message,
     })
+}
+
+fn unconfirmed_read() -> ClientResponse {
+    ClientResponse::Error {
+        kind: ClientErrorKind::Unavailable,
+        message: "the leader could not confirm its leadership for this read; retry".to_owned(),
+    }
 }
 
 fn unavailable() -> ClientResponse {

@@ -59,6 +59,7 @@ impl MemCluster {
                 seed: id,
                 record_applied: false,
                 max_entries_per_append: 1024,
+                read_mode: raft_core::ReadMode::Safe,
             };
             nodes.insert(id, Node::new(config, OsDisk, transport).unwrap());
         }
