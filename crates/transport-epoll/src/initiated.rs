@@ -13,8 +13,8 @@ use transport::handshake::{Hello, HelloReply};
 use transport::{Envelope, Event, FrameError, RequestId};
 
 use crate::handler::{Context, Handler, Status};
-use transport::requests::Requests;
 use crate::stream::{self, ReadOutcome};
+use transport::requests::Requests;
 
 enum State {
     /// No socket. The next connect happens at `retry_at` if requests wait.

@@ -10,8 +10,8 @@ use transport::handshake::{Hello, HelloReply};
 use transport::{Envelope, Event, FrameError, RequestId, TransportConfig};
 
 use crate::network::NetConnId;
-use transport::requests::Requests;
 use crate::transport::Context;
+use transport::requests::Requests;
 
 /// The reason a peer connection failed or was dropped.
 #[derive(Debug, thiserror::Error)]

@@ -82,7 +82,9 @@ pub enum ClientResponse {
     },
     Status(NodeStatus),
     /// The leader started handing leadership to `target`.
-    TransferStarted { target: NodeId },
+    TransferStarted {
+        target: NodeId,
+    },
     /// This node is not the leader. `leader_client_addr` is the client
     /// address of the leader this node last heard from, if any.
     NotLeader {

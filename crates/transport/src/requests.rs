@@ -176,8 +176,8 @@ impl Requests {
 
 #[cfg(test)]
 mod tests {
-    use raft_core::NodeId;
     use crate::PeerAddr;
+    use raft_core::NodeId;
 
     use super::*;
 
