@@ -65,12 +65,13 @@ pub fn raftd_bin() -> PathBuf {
     path
 }
 
-/// The raftctl binary, built beside raftd by `cargo test --workspace`.
+/// The raftctl binary, built beside raftd by `cargo build --workspace
+/// --bins`: `cargo test` builds only the binaries of the package under test.
 pub fn raftctl_bin() -> PathBuf {
     let path = raftd_bin().with_file_name("raftctl");
     assert!(
         path.exists(),
-        "{} is missing; run the tests with `cargo test --workspace` so raftctl is built",
+        "{} is missing; run `cargo build --workspace --bins` before the tests",
         path.display()
     );
     path
