@@ -333,9 +333,22 @@ fn run(
         )?;
     }
 
-    // Read every key; a read that times out is retried a few times.
+    // Read every key. A read that fails (the leader may step down or
+    // change meanwhile) is retried once a leader is stable again, until ten
+    // election timeouts have passed.
     let mut reads_done = false;
-    for _ in 0..5 {
+    let deadline = cluster.now() + 10 * MAX_ELECTION_TIMEOUT;
+    while cluster.now() < deadline {
+        while !has_stable_leader(&cluster) && cluster.now() < deadline {
+            step(
+                &mut cluster,
+                &mut workload,
+                &mut invariants,
+                &mut roles,
+                state,
+                false,
+            )?;
+        }
         let ok_before = workload.counts.0;
         let now = cluster.now();
         for line in workload.read_all(&cluster.network, now) {

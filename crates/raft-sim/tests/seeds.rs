@@ -61,3 +61,15 @@ fn seeds_inject_faults() {
     // the 1.5 s fault phase.
     assert!(faults >= 4, "{}", report.summary());
 }
+
+/// Seeds that once failed, with the default options of `raft-sim --seed`:
+/// 626, 1449 and 1497 served a stale lease read from a leader that resumed
+/// after a pause with its tick count frozen; 5105 gave up its final reads
+/// while the leader it found stepped down.
+#[test]
+fn former_failures_pass() {
+    for seed in [626, 1449, 1497, 5105] {
+        let report = run_seed(&SimOptions::new(seed, 3));
+        assert!(report.result.is_ok(), "{}", report.summary());
+    }
+}
