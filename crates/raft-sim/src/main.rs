@@ -82,6 +82,13 @@ fn parse_nodes(text: &str) -> Result<u64, String> {
 }
 
 fn main() -> ExitCode {
+    // Output piped into `head` ends the process quietly, as for other
+    // command-line tools, instead of panicking on a broken pipe.
+    // SAFETY: restoring the default disposition of SIGPIPE at start-up,
+    // before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let args = Args::parse();
     if let Some(Command::Check { file }) = &args.command {
         return check_file(file);
