@@ -13,6 +13,8 @@ use raftctl::{Client, ClientError};
 const EXIT_OK: u8 = 0;
 /// Exit status when the cluster could not serve the request.
 const EXIT_FAILED: u8 = 1;
+/// Exit status on invalid usage, as clap uses for the errors it finds.
+const EXIT_USAGE: u8 = 2;
 /// Exit status when `get` found no value for the key.
 const EXIT_NOT_FOUND: u8 = 3;
 
@@ -32,7 +34,8 @@ struct Args {
         long,
         env = "RAFTCTL_ENDPOINTS",
         value_delimiter = ',',
-        default_value = "127.0.0.1:4001,127.0.0.1:4002,127.0.0.1:4003"
+        default_value = "127.0.0.1:4001,127.0.0.1:4002,127.0.0.1:4003",
+        value_parser = parse_endpoint
     )]
     endpoints: Vec<String>,
 
@@ -113,6 +116,12 @@ impl From<std::io::Error> for Failure {
 
 async fn run(args: &Args, client: &mut Client, out: &mut impl Write) -> Result<u8, Failure> {
     let json = args.write_out == Format::Json;
+    if let Command::Put { key, .. } | Command::Get { key } | Command::Del { key } = &args.command
+        && key.is_empty()
+    {
+        eprintln!("raftctl: invalid key \"\": keys must have at least one byte");
+        return Ok(EXIT_USAGE);
+    }
     match &args.command {
         Command::Put { key, value } => {
             let index = client.put(key.as_bytes(), value.as_bytes()).await?;
@@ -180,7 +189,21 @@ async fn run(args: &Args, client: &mut Client, out: &mut impl Write) -> Result<u
     Ok(EXIT_OK)
 }
 
-/// Parses a duration with a unit suffix: `ms`, `s` or `m`.
+/// Checks that an endpoint is HOST:PORT with a port from 1 to 65535.
+fn parse_endpoint(text: &str) -> Result<String, String> {
+    let valid = text.rsplit_once(':').is_some_and(|(host, port)| {
+        !host.is_empty() && matches!(port.parse::<u16>(), Ok(port) if port > 0)
+    });
+    if valid {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "{text:?} is not HOST:PORT with a port from 1 to 65535, such as 127.0.0.1:4001"
+        ))
+    }
+}
+
+/// Parses a positive whole duration with a unit suffix: `ms`, `s` or `m`.
 fn parse_duration(text: &str) -> Result<Duration, String> {
     let split = text
         .find(|c: char| !c.is_ascii_digit())
@@ -189,10 +212,16 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     let number: u64 = number.parse().map_err(|_| {
         format!("invalid duration {text:?}: expected a number with a unit, such as 500ms, 5s or 1m")
     })?;
+    if number == 0 {
+        return Err(format!("invalid duration {text:?}: it must be above zero"));
+    }
     match unit {
         "ms" => Ok(Duration::from_millis(number)),
         "s" => Ok(Duration::from_secs(number)),
         "m" => Ok(Duration::from_secs(number * 60)),
+        _ if unit.starts_with('.') => Err(format!(
+            "invalid duration {text:?}: use a whole number with a smaller unit, such as 1500ms"
+        )),
         _ => Err(format!(
             "invalid duration {text:?}: unknown unit {unit:?}, use ms, s or m"
         )),
@@ -208,6 +237,21 @@ mod tests {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+    }
+
+    #[test]
+    fn zero_and_fractional_durations_rejected() {
+        assert!(parse_duration("0s").unwrap_err().contains("above zero"));
+        assert!(parse_duration("1.5s").unwrap_err().contains("1500ms"));
+    }
+
+    #[test]
+    fn malformed_endpoints_rejected() {
+        assert!(parse_endpoint("127.0.0.1:4001").is_ok());
+        assert!(parse_endpoint("[::1]:4001").is_ok());
+        for bad in ["127.0.0.1", "127.0.0.1:70000", "", ":4001", "host:0"] {
+            assert!(parse_endpoint(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -51,6 +51,13 @@ struct LocalNode {
 }
 
 pub fn run(args: LocalArgs) -> ExitCode {
+    if args.election_timeout < 3 * args.heartbeat_interval {
+        eprintln!(
+            "error: --election-timeout {} ms must be at least 3 times --heartbeat-interval {} ms\n\nFor more information, try '--help'.",
+            args.election_timeout, args.heartbeat_interval
+        );
+        return ExitCode::from(2);
+    }
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         if let Err(error) = signal_hook::flag::register(signal, Arc::clone(&stop)) {
@@ -167,6 +174,13 @@ fn start_nodes(args: &LocalArgs) -> Result<Vec<LocalNode>, String> {
     Ok(nodes)
 }
 
+/// The last lines of a node's log, for an error message.
+fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(5)..].join("\n")
+}
+
 fn open_log(path: &Path) -> Result<std::fs::File, String> {
     std::fs::OpenOptions::new()
         .create(true)
@@ -185,9 +199,10 @@ fn wait_for_leader(
         for node in nodes.iter_mut() {
             if let Ok(Some(status)) = node.child.try_wait() {
                 return Err(format!(
-                    "node {} exited with {status}; see {}",
+                    "node {} exited with {status}; the end of {}:\n{}",
                     node.id,
-                    node.log_path.display()
+                    node.log_path.display(),
+                    log_tail(&node.log_path)
                 ));
             }
         }
@@ -206,9 +221,14 @@ fn wait_for_leader(
 }
 
 /// Waits for Ctrl-C or SIGTERM, reporting nodes that exit on their own.
+/// Returns early when every node has exited.
 fn watch(stop: &AtomicBool, nodes: &mut [LocalNode]) {
     let mut reported = vec![false; nodes.len()];
     while !stop.load(Ordering::Relaxed) {
+        if reported.iter().all(|reported| *reported) {
+            eprintln!("raftd local: every node has exited; stopping");
+            return;
+        }
         for (node, reported) in nodes.iter_mut().zip(&mut reported) {
             if !*reported && let Ok(Some(status)) = node.child.try_wait() {
                 eprintln!(
@@ -225,6 +245,12 @@ fn watch(stop: &AtomicBool, nodes: &mut [LocalNode]) {
 }
 
 fn stop_nodes(nodes: &mut [LocalNode]) {
+    let mut running = 0;
+    for node in nodes.iter_mut() {
+        if matches!(node.child.try_wait(), Ok(None)) {
+            running += 1;
+        }
+    }
     for node in nodes.iter() {
         // SAFETY: kill(2) on the pid of a child this process started and has
         // not reaped yet, so the pid cannot name another process.
@@ -246,7 +272,7 @@ fn stop_nodes(nodes: &mut [LocalNode]) {
             }
         }
     }
-    eprintln!("raftd local: stopped {} nodes", nodes.len());
+    eprintln!("raftd local: stopped {running} running nodes");
 }
 
 /// Asks one node for its status over a blocking connection.

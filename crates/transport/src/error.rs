@@ -30,7 +30,9 @@ pub enum HandshakeError {
         found: String,
         supported: &'static str,
     },
-    #[error("cluster id {found:?} does not match this node's cluster id {expected:?}")]
+    #[error(
+        "the connecting node's cluster id {found:?} differs from the accepting node's {expected:?}; give both the same --initial-cluster and --initial-cluster-token"
+    )]
     ClusterId { found: String, expected: String },
     #[error("node {0} is not a member of this cluster")]
     UnknownNode(NodeId),
