@@ -6,6 +6,7 @@ use std::time::Duration;
 use raft_core::{LogIndex, NodeId};
 use raftd::cluster::Member;
 use raftd::node::{Node, NodeConfig};
+use raftd::storage::InlineStorage;
 use raftd::wal::WalOptions;
 use transport::{PeerAddr, TransportConfig};
 use transport_tcp_mem::{MemNetwork, MemTransport};
@@ -21,7 +22,7 @@ pub const ELECTION_TICKS: u32 = 10;
 /// The maximum election timeout, for sizing phases.
 pub const MAX_ELECTION_TIMEOUT: Duration = Duration::from_millis(200);
 
-pub type SimRaftNode = Node<MemTransport, SimDisk>;
+pub type SimRaftNode = Node<MemTransport, InlineStorage<SimDisk>>;
 
 /// One member of the simulated cluster, running or not.
 pub struct SimNode {

@@ -14,6 +14,7 @@ use clap::{Args, Parser, Subcommand};
 use raft_core::NodeId;
 use raftd::cluster::{self, Member};
 use raftd::node::{Node, NodeConfig};
+use raftd::storage::{ThreadedStorage, WakeFn};
 use raftd::wal::{OsDisk, WalOptions};
 use transport::{PeerAddr, TransportConfig};
 use transport_epoll::EpollTransport;
@@ -197,7 +198,16 @@ fn run_node(args: NodeArgs) -> ExitCode {
         max_entries_per_append: 1024,
         read_mode: args.read_mode,
     };
-    let mut node = match Node::new(config, OsDisk, transport) {
+    // The log thread wakes the event loop when a write completes, so the
+    // loop never polls for completions.
+    let waker = transport.waker();
+    let wake: WakeFn = Box::new(move || {
+        if let Err(error) = waker.wake() {
+            tracing::warn!(%error, "failed to wake the event loop after a log write");
+        }
+    });
+    let build_storage = |wal, dir| ThreadedStorage::spawn(wal, dir, Some(wake));
+    let mut node = match Node::with_storage(config, OsDisk, transport, build_storage) {
         Ok(node) => node,
         Err(error) => {
             tracing::error!(%error, "failed to start the node");

@@ -2,15 +2,19 @@
 //! state machine and a transport, on one event loop thread.
 //!
 //! Each turn of the loop polls the transport (waiting at most until the next
-//! tick), handles the events, ticks the core when a tick is due, and then
-//! carries out every `Ready`: append to the log, fsync once, send, apply.
+//! tick), handles the events, ticks the core when a tick is due, releases the
+//! work of the batches that storage completed, and then carries out every
+//! `Ready`: submit its entries and hard state to storage, send what does not
+//! depend on them, and hold the rest until storage reports the batch durable.
+//! With a [`ThreadedStorage`](crate::storage::ThreadedStorage), the loop never
+//! waits for the disk (see [`crate::storage`]).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use raft_core::{
-    Config, Entry, EntryKind, LogIndex, Message, NodeId, RawNode, ReadMode, Ready, Role, Term,
+    Config, Entry, EntryKind, LogIndex, Message, NodeId, RawNode, ReadMode, Role, Term,
 };
 use transport::{
     ClientErrorKind, ClientRequest, ClientResponse, ConnId, Event, NodeStatus, RequestId, Transport,
@@ -19,6 +23,9 @@ use transport::{
 use crate::cluster::Member;
 use crate::kv::{Applied, Command, KvStore, MAX_KEY_LEN, MAX_VALUE_LEN};
 use crate::reads::Reads;
+use crate::storage::{
+    HeldWork, InFlight, InlineStorage, LogStorage, Outgoing, PersistBatch, StorageError,
+};
 use crate::wal::{Disk, Wal, WalError, WalOptions};
 
 /// Settings of one node.
@@ -57,6 +64,8 @@ pub enum NodeError {
     Config(#[from] raft_core::ConfigError),
     #[error("transport failed: {0}")]
     Transport(#[from] transport::TransportError),
+    #[error("log storage failed: {0}")]
+    Storage(#[from] StorageError),
 }
 
 /// A client write or read waiting for its entry to apply.
@@ -67,40 +76,68 @@ struct PendingRequest {
     id: RequestId,
 }
 
-/// One raftd node.
-pub struct Node<T: Transport, D: Disk> {
+/// One raftd node, generic over its transport and its log storage.
+pub struct Node<T: Transport, S: LogStorage> {
     config: NodeConfig,
     raw: RawNode,
-    wal: Wal<D>,
+    storage: S,
+    /// Batches handed to `storage` and not yet durable, with the messages
+    /// and committed entries that wait for them.
+    in_flight: InFlight,
     kv: KvStore,
     transport: T,
     next_tick: Instant,
-    /// Peer requests stepped into the core and not yet answered, per peer in
-    /// arrival order. The core answers each request exactly once and in
-    /// order, so its next response to a peer pairs with the front entry.
+    /// Peer requests stepped into the core whose response the core has not
+    /// produced yet, per peer in arrival order. The core responds to each
+    /// request exactly once and in order, so its next response to a peer
+    /// pairs with the front entry. A response may leave later, already
+    /// paired.
     peer_requests: BTreeMap<NodeId, VecDeque<(ConnId, RequestId)>>,
     /// Client requests proposed by this node, by log index.
     pending: BTreeMap<LogIndex, PendingRequest>,
     events: Vec<Event>,
     /// Client reads waiting for their read index or their apply.
     reads: Reads,
-    /// Set only by the injected `ack-before-fsync` bug: an fsync owed from
-    /// the previous loop turn.
-    deferred_sync: bool,
+    /// Ticks handed to the core since the node started.
+    ticks: u64,
     /// Applied entries as (index, term), recorded when
     /// [`NodeConfig::record_applied`] is set, for the simulator's checks.
     applied_log: Vec<(LogIndex, Term)>,
 }
 
-impl<T: Transport, D: Disk> Node<T, D> {
-    /// Opens the node's log in its data directory, recovers term, vote and
-    /// log, and replays committed entries into the state machine.
+impl<T: Transport, D: Disk> Node<T, InlineStorage<D>> {
+    /// Opens the node's log in its data directory as
+    /// [`Node::with_storage`] does, and writes it on the event loop thread
+    /// through an [`InlineStorage`]: the storage for tests and the
+    /// simulator.
     ///
     /// # Errors
     ///
-    /// Returns an error when the log cannot be opened or is corrupt, or when
-    /// the configuration is invalid.
-    pub fn new(config: NodeConfig, disk: D, transport: T) -> Result<Node<T, D>, NodeError> {
+    /// As [`Node::with_storage`].
+    pub fn new(config: NodeConfig, disk: D, transport: T) -> Result<Self, NodeError> {
+        Node::with_storage(config, disk, transport, |wal, dir| {
+            Ok(InlineStorage::new(wal, dir))
+        })
+    }
+}
+
+impl<T: Transport, S: LogStorage> Node<T, S> {
+    /// Opens the node's log in its data directory, recovers term, vote and
+    /// log, and replays committed entries into the state machine. Then
+    /// `build_storage` receives the opened log and its directory and returns
+    /// the storage that writes it from now on, such as a
+    /// [`ThreadedStorage`](crate::storage::ThreadedStorage).
+    ///
+    /// # Errors
+    ///
+    /// Returns an error when the log cannot be opened or is corrupt, when
+    /// the configuration is invalid, or when `build_storage` fails.
+    pub fn with_storage<D: Disk>(
+        config: NodeConfig,
+        disk: D,
+        transport: T,
+        build_storage: impl FnOnce(Wal<D>, PathBuf) -> Result<S, StorageError>,
+    ) -> Result<Self, NodeError> {
         let wal_dir = config.data_dir.join("wal");
         let (wal, recovered) =
             Wal::open(disk, &wal_dir, config.wal.clone()).map_err(|source| NodeError::Wal {
@@ -140,11 +177,13 @@ impl<T: Transport, D: Disk> Node<T, D> {
             committed
         };
         let raw = RawNode::new(raft_config, hard_state, entries, applied)?;
+        let storage = build_storage(wal, wal_dir)?;
         let next_tick = transport.now() + config.tick_interval;
         Ok(Node {
             config,
             raw,
-            wal,
+            storage,
+            in_flight: InFlight::default(),
             kv,
             transport,
             next_tick,
@@ -152,7 +191,7 @@ impl<T: Transport, D: Disk> Node<T, D> {
             pending: BTreeMap::new(),
             events: Vec::new(),
             reads: Reads::default(),
-            deferred_sync: false,
+            ticks: 0,
             applied_log: Vec::new(),
         })
     }
@@ -180,6 +219,27 @@ impl<T: Transport, D: Disk> Node<T, D> {
     /// The Raft core, for inspection by tests and the simulator.
     pub fn raw(&self) -> &RawNode {
         &self.raw
+    }
+
+    pub fn storage(&self) -> &S {
+        &self.storage
+    }
+
+    /// The log storage, for tests that stall an
+    /// [`InlineStorage`](crate::storage::InlineStorage).
+    pub fn storage_mut(&mut self) -> &mut S {
+        &mut self.storage
+    }
+
+    /// Number of batches handed to storage and not yet reported durable.
+    pub fn in_flight_batches(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// Ticks handed to the core since the node started. It grows while the
+    /// event loop runs, whatever the disk does.
+    pub fn tick_count(&self) -> u64 {
+        self.ticks
     }
 
     /// Takes the entries applied since the last call, as (index, term).
@@ -215,7 +275,7 @@ impl<T: Transport, D: Disk> Node<T, D> {
     /// # Errors
     ///
     /// Returns the first error that stops the node: a failed write or fsync
-    /// of the log, or a failed poller.
+    /// of the log, a stopped writer thread, or a failed poller.
     pub fn run(&mut self, mut stop: impl FnMut() -> bool) -> Result<(), NodeError> {
         while !stop() {
             self.poll_once(None)?;
@@ -224,23 +284,20 @@ impl<T: Transport, D: Disk> Node<T, D> {
     }
 
     /// Runs one turn of the event loop, waiting for network events at most
-    /// until the next tick, or `max_wait` when that is sooner.
+    /// until the next tick, or `max_wait` or the storage's
+    /// [`max_wait`](LogStorage::max_wait) when that is sooner.
     ///
     /// # Errors
     ///
     /// As [`Node::run`].
     pub fn poll_once(&mut self, max_wait: Option<Duration>) -> Result<(), NodeError> {
-        if self.deferred_sync {
-            self.deferred_sync = false;
-            self.wal.sync().map_err(|source| NodeError::Wal {
-                dir: self.config.data_dir.join("wal"),
-                source,
-            })?;
-        }
         let now = self.transport.now();
         let mut wait = self.next_tick.saturating_duration_since(now);
         if let Some(max_wait) = max_wait {
             wait = wait.min(max_wait);
+        }
+        if let Some(storage_wait) = self.storage.max_wait() {
+            wait = wait.min(storage_wait);
         }
         let mut events = std::mem::take(&mut self.events);
         self.transport.poll(&mut events, Some(wait))?;
@@ -256,9 +313,25 @@ impl<T: Transport, D: Disk> Node<T, D> {
         }
         if now >= self.next_tick {
             self.raw.tick();
+            self.ticks += 1;
             self.next_tick = now + self.config.tick_interval;
         }
-        self.handle_readies()
+        self.release_persisted()?;
+        self.handle_readies()?;
+
+        // A storage whose maximum wait is zero (an `InlineStorage` with
+        // queued batches) writes them here, so a turn ends with its log durable
+        // unless the storage is stalled. The simulator relies on this: it
+        // crashes nodes only between turns and then expects the commit index
+        // to survive. The injected bug leaves the writes to the next turn,
+        // after the acknowledgments left.
+        while self.storage.max_wait() == Some(Duration::ZERO)
+            && !raft_core::injected!(AckBeforeFsync)
+        {
+            self.release_persisted()?;
+            self.handle_readies()?;
+        }
+        Ok(())
     }
 
     /// Tells the core about ticks the loop missed, for example while the
@@ -404,29 +477,88 @@ impl<T: Transport, D: Disk> Node<T, D> {
         }
     }
 
-    /// Carries out every `Ready` the core has: persist, send, apply.
+    /// Carries out every `Ready` the core has: submit its entries and hard
+    /// state to storage, send the messages that do not depend on them, and
+    /// hold the rest of its work until storage reports the batch durable.
     fn handle_readies(&mut self) -> Result<(), NodeError> {
         while self.raw.has_ready() {
-            let ready = self.raw.ready();
-            if raft_core::injected!(AckBeforeFsync) {
-                self.send_messages(&ready);
-                self.persist(&ready)?;
-            } else {
-                self.persist(&ready)?;
-                self.send_messages(&ready);
-            }
-            for entry in &ready.committed_entries {
-                self.apply(entry);
+            let mut ready = self.raw.ready();
+            let mut held = HeldWork::default();
+            for message in std::mem::take(&mut ready.messages) {
+                let Some(outgoing) = self.pair_with_request(message) else {
+                    continue;
+                };
+                // Safety: a message that reports or claims local state (a
+                // response, a vote request) leaves only once that state is
+                // durable, so it waits for this batch and every earlier one.
+                // The injected bug sends it before the fsync.
+                if outgoing.waits_for_durability() && !raft_core::injected!(AckBeforeFsync) {
+                    held.messages.push(outgoing);
+                } else {
+                    self.send(outgoing);
+                }
             }
             for state in &ready.read_states {
                 if let Some(failed) = self.reads.confirm(*state) {
                     self.respond(failed.conn, failed.id, unconfirmed_read());
                 }
             }
-            self.serve_reads();
-            self.raw.advance(&ready);
+            held.committed = std::mem::take(&mut ready.committed_entries);
+
+            if ready.entries.is_empty() && ready.hard_state.is_none() {
+                // Nothing to persist, so advance reports nothing durable: it
+                // lets the core recheck its commit index and the reads that
+                // wait for it. The held work still follows every batch
+                // submitted before it.
+                self.raw.advance(&ready);
+                if let Some(work) = self.in_flight.hold_behind_newest(held) {
+                    self.release(work);
+                }
+                continue;
+            }
+
+            // Safety: the core learns that the entries are durable only from
+            // `on_persisted`, when storage completes the batch, so a leader
+            // never counts its own unsynced entries toward commit.
+            let id = self.in_flight.allocate_id();
+            let batch = PersistBatch {
+                id,
+                entries: std::mem::take(&mut ready.entries),
+                hard_state: ready.hard_state,
+                sync: ready.must_sync,
+            };
+            let last_entry = batch.last_entry();
+            self.storage.submit(batch)?;
+            self.in_flight.push(id, last_entry, held);
         }
         Ok(())
+    }
+
+    /// Reports the batches that storage completed to the core and releases
+    /// the work that waited for them, oldest batch first.
+    fn release_persisted(&mut self) -> Result<(), NodeError> {
+        for completion in self.storage.completed()? {
+            let released = self.in_flight.complete(completion)?;
+            // A batch without entries carries only a hard state, and the
+            // core needs no report for it.
+            if let Some((index, term)) = released.last_entry {
+                self.raw.on_persisted(index, term);
+            }
+            self.release(released.held);
+        }
+        Ok(())
+    }
+
+    /// Sends held messages in the order the core produced them, then
+    /// applies held committed entries and serves the reads they allow.
+    fn release(&mut self, work: HeldWork) {
+        for outgoing in work.messages {
+            self.send(outgoing);
+        }
+        for entry in &work.committed {
+            self.apply(entry);
+        }
+        self.serve_reads();
     }
 
     /// Starts a linearizable read through ReadIndex; the answer comes once
@@ -453,54 +585,13 @@ impl<T: Transport, D: Disk> Node<T, D> {
         }
     }
 
-    fn persist(&mut self, ready: &Ready) -> Result<(), NodeError> {
-        if ready.entries.is_empty() && ready.hard_state.is_none() {
-            return Ok(());
-        }
-        if raft_core::injected!(AckBeforeFsync) {
-            // The injected bug writes now but fsyncs only at the next loop
-            // turn, after the acknowledgments have left.
-            self.deferred_sync = true;
-            return self
-                .wal
-                .append(&ready.entries, ready.hard_state.as_ref())
-                .map_err(|source| NodeError::Wal {
-                    dir: self.config.data_dir.join("wal"),
-                    source,
-                });
-        }
-        let wal_error = |source| NodeError::Wal {
-            dir: self.config.data_dir.join("wal"),
-            source,
-        };
-        self.wal
-            .append(&ready.entries, ready.hard_state.as_ref())
-            .map_err(wal_error)?;
-        if ready.must_sync {
-            // One fsync covers every entry and hard state record appended
-            // since the last one.
-            self.wal.sync().map_err(|source| NodeError::Wal {
-                dir: self.config.data_dir.join("wal"),
-                source,
-            })?;
-        }
-        Ok(())
-    }
-
-    fn send_messages(&mut self, ready: &Ready) {
-        for message in &ready.messages {
-            self.send_message(message.clone());
-        }
-    }
-
-    fn send_message(&mut self, message: Message) {
-        let to = message.to;
+    /// Pairs a response with the peer request it answers. Returns `None`
+    /// for a response without a request, which is dropped.
+    fn pair_with_request(&mut self, message: Message) -> Option<Outgoing> {
         if message.is_request() {
-            if let Err(error) = self.transport.send(to, message) {
-                tracing::warn!(peer = to.0, %error, "failed to send peer request");
-            }
-            return;
+            return Some(Outgoing::Request(message));
         }
+        let to = message.to;
         let Some((conn, id)) = self
             .peer_requests
             .get_mut(&to)
@@ -510,10 +601,25 @@ impl<T: Transport, D: Disk> Node<T, D> {
                 peer = to.0,
                 "dropping a response with no request to pair it with"
             );
-            return;
+            return None;
         };
-        if let Err(error) = self.transport.respond_peer(conn, id, message) {
-            tracing::debug!(peer = to.0, %error, "peer response not delivered");
+        Some(Outgoing::Response { conn, id, message })
+    }
+
+    fn send(&mut self, outgoing: Outgoing) {
+        match outgoing {
+            Outgoing::Request(message) => {
+                let to = message.to;
+                if let Err(error) = self.transport.send(to, message) {
+                    tracing::warn!(peer = to.0, %error, "failed to send peer request");
+                }
+            }
+            Outgoing::Response { conn, id, message } => {
+                let to = message.to;
+                if let Err(error) = self.transport.respond_peer(conn, id, message) {
+                    tracing::debug!(peer = to.0, %error, "peer response not delivered");
+                }
+            }
         }
     }
 

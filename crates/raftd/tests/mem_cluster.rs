@@ -7,6 +7,7 @@ use std::time::Duration;
 use raft_core::{LogIndex, NodeId};
 use raftd::cluster::Member;
 use raftd::node::{Node, NodeConfig};
+use raftd::storage::InlineStorage;
 use raftd::wal::{OsDisk, Wal, WalOptions};
 use transport::{ClientRequest, ClientResponse, PeerAddr, RequestId, TransportConfig};
 use transport_tcp_mem::{MemClient, MemNetwork, MemTransport};
@@ -16,7 +17,7 @@ const STEP: Duration = Duration::from_millis(1);
 
 struct MemCluster {
     network: MemNetwork,
-    nodes: BTreeMap<u64, Node<MemTransport, OsDisk>>,
+    nodes: BTreeMap<u64, Node<MemTransport, InlineStorage<OsDisk>>>,
     dir: tempfile::TempDir,
 }
 

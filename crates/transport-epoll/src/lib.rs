@@ -13,6 +13,9 @@
 //! The poller reports a registration once until it is modified (oneshot),
 //! so each handler re-arms its interest after every event: readable always,
 //! writable only while it has output pending.
+//!
+//! Another thread can end a wait in `poll` early through a [`Waker`], for
+//! example when the write-ahead log thread finishes an fsync.
 
 mod accepted;
 mod handler;
@@ -23,6 +26,7 @@ mod stream;
 use std::collections::BTreeMap;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use polling::{Events, Poller};
@@ -40,7 +44,8 @@ use crate::listener::{Listener, Port};
 
 /// A node's transport on TCP.
 pub struct EpollTransport {
-    poller: Poller,
+    /// Shared with every [`Waker`].
+    poller: Arc<Poller>,
     config: TransportConfig,
     handlers: BTreeMap<usize, Box<dyn Handler>>,
     /// The key of each peer's initiated connection.
@@ -69,7 +74,7 @@ impl EpollTransport {
         peer_listen: SocketAddr,
         client_listen: SocketAddr,
     ) -> Result<EpollTransport> {
-        let poller = Poller::new()?;
+        let poller = Arc::new(Poller::new()?);
         let mut transport = EpollTransport {
             poller,
             handlers: BTreeMap::new(),
@@ -105,6 +110,14 @@ impl EpollTransport {
             transport.peer_keys.insert(peer, key);
         }
         Ok(transport)
+    }
+
+    /// Returns a handle that wakes this transport's [`poll`](Transport::poll)
+    /// from any thread.
+    pub fn waker(&self) -> Waker {
+        Waker {
+            poller: Arc::clone(&self.poller),
+        }
     }
 
     /// Returns the bound peer address, with the actual port when bound to
@@ -229,6 +242,26 @@ impl EpollTransport {
         for handler in added {
             self.handlers.insert(handler.key(), handler);
         }
+    }
+}
+
+/// Wakes an [`EpollTransport`] from another thread.
+#[derive(Clone, Debug)]
+pub struct Waker {
+    poller: Arc<Poller>,
+}
+
+impl Waker {
+    /// Makes the transport's current [`poll`](Transport::poll) return
+    /// without events, or the next one if none is waiting. Wakes that come
+    /// before one `poll` may count as one.
+    ///
+    /// # Errors
+    ///
+    /// Returns the error of the poller's notification (an eventfd write on
+    /// Linux).
+    pub fn wake(&self) -> io::Result<()> {
+        self.poller.notify()
     }
 }
 
