@@ -128,9 +128,13 @@ fn main() -> ExitCode {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("RAFTD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colour codes only help on a terminal; `raftd local` and most service
+    // managers send standard error to a file.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .init();
 }
 
@@ -169,7 +173,32 @@ fn run_node(args: NodeArgs) -> ExitCode {
         Err(message) => return usage_error(format!("--client-addr {message}")),
     };
 
+    // The listen ports must be the ones the other members dial, or peers and
+    // clients would never reach this node.
+    let member = members
+        .iter()
+        .find(|member| member.id == id)
+        .expect("checked above");
+    for (flag, listen, advertised) in [
+        ("--peer-addr", peer_listen, &member.peer_addr),
+        ("--client-addr", client_listen, &member.client_addr),
+    ] {
+        let advertised_port = advertised
+            .rsplit_once(':')
+            .and_then(|(_, port)| port.parse::<u16>().ok());
+        if advertised_port != Some(listen.port()) {
+            return usage_error(format!(
+                "{flag} port {} differs from node {id}'s address {advertised} in --initial-cluster; use the same port in both",
+                listen.port()
+            ));
+        }
+    }
+
     let cluster_id = cluster::cluster_id(&args.initial_cluster_token, &members);
+    if let Err(message) = check_cluster_id(&data_dir, &cluster_id) {
+        eprintln!("error: {message}");
+        return ExitCode::from(1);
+    }
     let peers = members
         .iter()
         .map(|member| PeerAddr {
@@ -232,6 +261,38 @@ fn run_node(args: NodeArgs) -> ExitCode {
             tracing::error!(node = id.0, %error, "raftd stopped after an error");
             ExitCode::from(1)
         }
+    }
+}
+
+/// Name of the file in the data directory that records the cluster id the
+/// data belongs to.
+const CLUSTER_ID_FILE: &str = "cluster-id";
+
+/// Records `cluster_id` in a new data directory, or checks that an existing
+/// one belongs to the same cluster, so that a node never joins another
+/// cluster with the log of an old one.
+fn check_cluster_id(data_dir: &std::path::Path, cluster_id: &str) -> Result<(), String> {
+    let path = data_dir.join(CLUSTER_ID_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(stored) if stored.trim() == cluster_id => Ok(()),
+        Ok(stored) => Err(format!(
+            "{} belongs to cluster {:?}, but --initial-cluster and --initial-cluster-token give {cluster_id:?}; \
+             start the node with its original flags, or move the data directory aside to join as a new node",
+            data_dir.display(),
+            stored.trim()
+        )),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(data_dir)
+                .map_err(|error| format!("cannot create {}: {error}", data_dir.display()))?;
+            let write = || -> std::io::Result<()> {
+                let mut file = std::fs::File::create(&path)?;
+                std::io::Write::write_all(&mut file, format!("{cluster_id}\n").as_bytes())?;
+                file.sync_all()?;
+                std::fs::File::open(data_dir)?.sync_all()
+            };
+            write().map_err(|error| format!("cannot write {}: {error}", path.display()))
+        }
+        Err(error) => Err(format!("cannot read {}: {error}", path.display())),
     }
 }
 

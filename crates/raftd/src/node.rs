@@ -98,6 +98,8 @@ pub struct Node<T: Transport, S: LogStorage> {
     events: Vec<Event>,
     /// Client reads waiting for their read index or their apply.
     reads: Reads,
+    /// The role, term and leader last logged.
+    last_observed: Option<(Role, Term, Option<NodeId>)>,
     /// Ticks handed to the core since the node started.
     ticks: u64,
     /// Applied entries as (index, term), recorded when
@@ -191,6 +193,7 @@ impl<T: Transport, S: LogStorage> Node<T, S> {
             pending: BTreeMap::new(),
             events: Vec::new(),
             reads: Reads::default(),
+            last_observed: None,
             ticks: 0,
             applied_log: Vec::new(),
         })
@@ -331,7 +334,25 @@ impl<T: Transport, S: LogStorage> Node<T, S> {
             self.release_persisted()?;
             self.handle_readies()?;
         }
+        self.log_role_change();
         Ok(())
+    }
+
+    /// Logs a change of role, term or known leader, once per change.
+    fn log_role_change(&mut self) {
+        let status = self.raw.status();
+        let observed = (status.role, status.term, status.leader);
+        if self.last_observed == Some(observed) {
+            return;
+        }
+        self.last_observed = Some(observed);
+        tracing::info!(
+            node = status.id.0,
+            role = status.role.as_str(),
+            term = status.term.0,
+            leader = ?status.leader.map(|leader| leader.0),
+            "role changed"
+        );
     }
 
     /// Tells the core about ticks the loop missed, for example while the

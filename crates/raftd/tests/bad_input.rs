@@ -151,3 +151,43 @@ fn malformed_flags_named_in_error() {
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("--election-timeout"), "{stderr}");
 }
+
+#[test]
+fn listen_port_differs_from_cluster_entry() {
+    let (code, stderr) = run_raftd(&[
+        "--id",
+        "1",
+        "--data-dir",
+        "/tmp/unused",
+        "--peer-addr",
+        "127.0.0.1:9",
+        "--client-addr",
+        "127.0.0.1:2",
+        "--initial-cluster",
+        CLUSTER,
+    ]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("--peer-addr port 9"), "{stderr}");
+}
+
+#[test]
+fn data_dir_of_other_cluster_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("cluster-id"), "raftd-cluster-0000000000000000\n").unwrap();
+    let data_dir = dir.path().to_str().unwrap();
+    let (code, stderr) = run_raftd(&[
+        "--id",
+        "1",
+        "--data-dir",
+        data_dir,
+        "--peer-addr",
+        "127.0.0.1:1",
+        "--client-addr",
+        "127.0.0.1:2",
+        "--initial-cluster",
+        CLUSTER,
+    ]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("belongs to cluster"), "{stderr}");
+    assert!(stderr.contains(data_dir), "{stderr}");
+}
