@@ -173,7 +173,11 @@ fn listen_port_differs_from_cluster_entry() {
 #[test]
 fn data_dir_of_other_cluster_rejected() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("cluster-id"), "raftd-cluster-0000000000000000\n").unwrap();
+    std::fs::write(
+        dir.path().join("cluster-id"),
+        "raftd-cluster-0000000000000000\n",
+    )
+    .unwrap();
     let data_dir = dir.path().to_str().unwrap();
     let (code, stderr) = run_raftd(&[
         "--id",
