@@ -4,10 +4,10 @@
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use raft_core::{Message, NodeId};
+use raft_core::NodeId;
+use transport::accept;
 use transport::frame::{self, FrameDecoder};
-use transport::handshake::{Hello, HelloReply};
-use transport::{ClientRequest, ConnId, Envelope, Event, FrameError};
+use transport::{ConnId, Event, FrameError};
 
 use crate::handler::{Context, Handler, Status};
 use crate::listener::Port;
@@ -93,25 +93,16 @@ impl Accepted {
     }
 
     fn handle_hello(&mut self, body: &[u8], context: &mut Context<'_>) -> Result<(), CloseReason> {
-        let hello: Hello = frame::decode(body)?;
-        let config = context.config;
-        let checked = match self.port {
-            Port::Peer => hello
-                .check_peer(&config.cluster_id, config.node_id, &config.member_ids())
-                .map(Some),
-            Port::Client => hello.check_client().map(|()| None),
-        };
-        let reply = HelloReply {
-            accepted: checked.is_ok(),
-            node_id: Some(config.node_id),
-            error: checked.as_ref().err().map(ToString::to_string),
-        };
-        frame::encode(&reply, config.max_client_frame, &mut self.output)?;
-        match checked {
+        let outcome = accept::accept_hello(body, self.port == Port::Peer, context.config)?;
+        frame::encode(
+            &outcome.reply,
+            context.config.max_client_frame,
+            &mut self.output,
+        )?;
+        match outcome.result {
             Ok(peer) => {
                 self.peer = peer;
                 self.handshaken = true;
-                Ok(())
             }
             Err(error) => {
                 // Send the reason before closing, so the other side can log it.
@@ -123,9 +114,9 @@ impl Accepted {
                     "rejecting handshake"
                 );
                 self.closing = true;
-                Ok(())
             }
         }
+        Ok(())
     }
 
     fn handle_request(
@@ -133,26 +124,8 @@ impl Accepted {
         body: &[u8],
         context: &mut Context<'_>,
     ) -> Result<(), CloseReason> {
-        let conn = ConnId(self.key as u64);
-        match self.peer {
-            Some(from) => {
-                let envelope: Envelope<Message> = frame::decode(body)?;
-                context.events.push(Event::PeerRequest {
-                    conn,
-                    id: envelope.id,
-                    from,
-                    message: envelope.body,
-                });
-            }
-            None => {
-                let envelope: Envelope<ClientRequest> = frame::decode(body)?;
-                context.events.push(Event::ClientRequest {
-                    conn,
-                    id: envelope.id,
-                    request: envelope.body,
-                });
-            }
-        }
+        let event = accept::decode_request(ConnId(self.key as u64), self.peer, body)?;
+        context.events.push(event);
         Ok(())
     }
 

@@ -3,10 +3,10 @@
 
 use std::time::{Duration, Instant};
 
-use raft_core::{Message, NodeId};
+use raft_core::NodeId;
+use transport::accept;
 use transport::frame::{self, FrameDecoder};
-use transport::handshake::{Hello, HelloReply};
-use transport::{ClientRequest, ConnId, Envelope, Event, FrameError, HandshakeError};
+use transport::{ConnId, FrameError, HandshakeError};
 
 use crate::network::{NetConnId, Port};
 use crate::transport::Context;
@@ -96,23 +96,11 @@ impl Accepted {
     }
 
     fn handle_hello(&mut self, body: &[u8], context: &mut Context<'_>) -> Result<(), CloseReason> {
-        let hello: Hello = frame::decode(body)?;
-        let config = context.config;
-        let checked = match self.port {
-            Port::Peer => hello
-                .check_peer(&config.cluster_id, config.node_id, &config.member_ids())
-                .map(Some),
-            Port::Client => hello.check_client().map(|()| None),
-        };
-        let reply = HelloReply {
-            accepted: checked.is_ok(),
-            node_id: Some(config.node_id),
-            error: checked.as_ref().err().map(ToString::to_string),
-        };
+        let outcome = accept::accept_hello(body, self.port == Port::Peer, context.config)?;
         let mut bytes = Vec::new();
-        frame::encode(&reply, config.max_client_frame, &mut bytes)?;
+        frame::encode(&outcome.reply, context.config.max_client_frame, &mut bytes)?;
         context.net.send(self.conn, false, bytes, true);
-        match checked {
+        match outcome.result {
             Ok(peer) => {
                 self.peer = peer;
                 self.handshaken = true;
@@ -134,26 +122,8 @@ impl Accepted {
     }
 
     fn handle_request(&self, body: &[u8], context: &mut Context<'_>) -> Result<(), CloseReason> {
-        let conn = ConnId(self.conn);
-        match self.peer {
-            Some(from) => {
-                let envelope: Envelope<Message> = frame::decode(body)?;
-                context.events.push(Event::PeerRequest {
-                    conn,
-                    id: envelope.id,
-                    from,
-                    message: envelope.body,
-                });
-            }
-            None => {
-                let envelope: Envelope<ClientRequest> = frame::decode(body)?;
-                context.events.push(Event::ClientRequest {
-                    conn,
-                    id: envelope.id,
-                    request: envelope.body,
-                });
-            }
-        }
+        let event = accept::decode_request(ConnId(self.conn), self.peer, body)?;
+        context.events.push(event);
         Ok(())
     }
 

@@ -21,6 +21,7 @@
 //! handshake, each frame is an [`Envelope`] whose `id` pairs a response with
 //! its request.
 
+pub mod accept;
 pub mod client;
 mod error;
 pub mod frame;
