@@ -13,6 +13,10 @@ use crate::handler::{Context, Handler, Status};
 use crate::listener::Port;
 use crate::stream::{self, ReadOutcome};
 
+/// Bytes of responses an accepted connection may leave unread before it is
+/// closed.
+const MAX_PENDING_OUTPUT: usize = 64 * 1024 * 1024;
+
 /// Time a new connection has to send its handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -209,6 +213,19 @@ impl Handler for Accepted {
             // The next readiness event reports the broken socket, which
             // closes it.
             tracing::debug!(conn = self.key, %error, "write failed");
+        }
+        if self.output.len() > MAX_PENDING_OUTPUT {
+            // A remote end that sends requests but never reads the responses
+            // must not grow this node's memory without bound.
+            tracing::warn!(
+                conn = self.key,
+                remote = %self.remote,
+                pending = self.output.len(),
+                max = MAX_PENDING_OUTPUT,
+                "closing connection that does not read its responses"
+            );
+            self.output = Vec::new();
+            let _ = self.stream.shutdown(std::net::Shutdown::Both);
         }
         true
     }

@@ -631,3 +631,56 @@ fn client_port_serves_after_garbage() {
     let (_stream, reply) = finish(&mut two, handle);
     assert!(reply.unwrap().accepted);
 }
+
+#[test]
+fn client_that_never_reads_is_closed() {
+    let addrs = addrs();
+    let mut two = bind(2, &addrs);
+    let handle = handshake_in_thread(addrs.client[1], Hello::client());
+    let (mut stream, reply) = finish(&mut two, handle);
+    assert!(reply.unwrap().accepted);
+    write_frame(
+        &mut stream,
+        &Envelope {
+            id: RequestId(1),
+            body: ClientRequest::Status,
+        },
+    );
+    let events = pump(&mut [&mut two], |seen| {
+        seen.iter()
+            .any(|(_, event)| matches!(event, Event::ClientRequest { .. }))
+    });
+    let conn = events
+        .iter()
+        .find_map(|(_, event)| match event {
+            Event::ClientRequest { conn, .. } => Some(*conn),
+            _ => None,
+        })
+        .unwrap();
+
+    // The client reads nothing while responses of 1 MiB pile up: past the
+    // 64 MiB limit of unread output the transport closes the connection
+    // instead of buffering without bound.
+    let big = ClientResponse::Value {
+        value: Some(vec![0; 1 << 20]),
+    };
+    let mut closed = false;
+    for _ in 0..200 {
+        if two.respond_client(conn, RequestId(1), big.clone()).is_err() {
+            closed = true;
+            break;
+        }
+        let mut events = Vec::new();
+        two.poll(&mut events, Some(Duration::from_millis(1)))
+            .unwrap();
+        if events.contains(&Event::ConnectionClosed { conn }) {
+            closed = true;
+            break;
+        }
+    }
+    assert!(
+        closed,
+        "the transport kept buffering for a client that never reads"
+    );
+    drop(stream);
+}
