@@ -102,6 +102,8 @@ pub struct RawNode {
     pub(crate) round_ticks: VecDeque<(u64, u64)>,
     /// Reads waiting for a quorum to acknowledge their round.
     pub(crate) pending_reads: VecDeque<PendingRead>,
+    /// Whether reads wait for a round that the next `Ready` starts.
+    pub(crate) read_round_pending: bool,
     /// Reads waiting for the leader's first commit in its term.
     pub(crate) reads_before_commit: Vec<(u64, Option<NodeId>)>,
     /// Read results for the next `Ready`.
@@ -158,6 +160,7 @@ impl RawNode {
             read_round: 0,
             round_ticks: VecDeque::new(),
             pending_reads: VecDeque::new(),
+            read_round_pending: false,
             reads_before_commit: Vec::new(),
             read_states: Vec::new(),
             last_hard_state: HardState {
@@ -469,6 +472,7 @@ impl RawNode {
     /// Whether [`RawNode::ready`] has work to hand out.
     pub fn has_ready(&self) -> bool {
         self.broadcast_pending
+            || self.read_round_pending
             || !self.read_states.is_empty()
             || !self.messages.is_empty()
             || self.log.has_unpersisted()
@@ -482,6 +486,17 @@ impl RawNode {
             self.broadcast_pending = false;
             if self.role == Role::Leader {
                 self.broadcast_append();
+            }
+        }
+        if self.read_round_pending {
+            self.read_round_pending = false;
+            if self.role == Role::Leader
+                && self
+                    .pending_reads
+                    .back()
+                    .is_some_and(|read| read.round > self.read_round)
+            {
+                self.broadcast_heartbeat();
             }
         }
         let hard_state = self.hard_state();

@@ -25,7 +25,7 @@ pub(crate) struct PendingRead {
     /// The follower that asked, or `None` for a read of this node's caller.
     from: Option<NodeId>,
     index: LogIndex,
-    round: u64,
+    pub(crate) round: u64,
 }
 
 impl RawNode {
@@ -71,6 +71,8 @@ impl RawNode {
             self.finish_read(context, from, Some(index));
             return;
         }
+        // Every read until the next Ready shares one round: the heartbeat
+        // goes out when the Ready is taken.
         let round = self.read_round + 1;
         self.pending_reads.push_back(PendingRead {
             context,
@@ -78,7 +80,7 @@ impl RawNode {
             index,
             round,
         });
-        self.broadcast_heartbeat();
+        self.read_round_pending = true;
     }
 
     fn committed_in_current_term(&self) -> bool {

@@ -385,3 +385,23 @@ fn proposals_batched_into_one_append() {
         .collect();
     assert_eq!(appends, vec![10, 10]);
 }
+
+#[test]
+fn reads_in_one_turn_share_one_round() {
+    let mut cluster = cluster(3);
+    elect(&mut cluster, 1);
+    for context in 0..10 {
+        cluster.node_mut(1).read_index(context).unwrap();
+    }
+    let ready = cluster.node_mut(1).ready();
+    let heartbeats = ready
+        .messages
+        .iter()
+        .filter(|message| matches!(message.body, MessageBody::AppendEntries { .. }))
+        .count();
+    assert_eq!(heartbeats, 2, "one heartbeat per follower");
+    cluster.node_mut(1).advance(&ready);
+    cluster.queue.extend(ready.messages);
+    cluster.deliver();
+    assert_eq!(cluster.reads[&NodeId(1)].len(), 10);
+}
