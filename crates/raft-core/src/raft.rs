@@ -77,7 +77,7 @@ pub struct RawNode {
 
     /// Votes received in the current election or pre-vote, by voter.
     pub(crate) votes: BTreeMap<NodeId, bool>,
-    /// Whether a pre-vote is under way: the node asks whether it could win
+    /// Whether a pre-vote is under way: the node learns whether it could win
     /// the next term before it raises its own.
     pub(crate) pre_candidate: bool,
     /// The leader's view of each other voter.
@@ -566,7 +566,7 @@ impl RawNode {
             self.vote = None;
         }
         if self.role == Role::Leader {
-            // A deposed leader must not answer reads it has not confirmed.
+            // A deposed leader must not serve reads it has not confirmed.
             self.fail_pending_reads();
         }
         self.role = Role::Follower;
