@@ -279,92 +279,57 @@ fn run(
         node.clock_rate_permille = *rate;
     }
     cluster.network.set_faults(plan.faults.clone());
-    let mut workload = Workload::new(5, options.nodes, plan.client_rate_permille, workload_rng);
-    let mut invariants = Invariants::new();
-    let mut roles = vec![(Role::Follower, raft_core::Term(0)); options.nodes as usize];
+    let workload = Workload::new(5, options.nodes, plan.client_rate_permille, workload_rng);
+    let mut world = World {
+        cluster,
+        workload,
+        invariants: Invariants::new(),
+        roles: vec![(Role::Follower, raft_core::Term(0)); options.nodes as usize],
+    };
 
     // Fault phase: faults overlap, and the workload runs throughout.
     let fault_end = options.fault_time;
     let mut next_fault = plan.fault_interval;
-    while cluster.now() < fault_end {
-        if cluster.now() >= next_fault {
-            inject_fault(&mut cluster, &mut fault_rng, state);
+    while world.cluster.now() < fault_end {
+        if world.cluster.now() >= next_fault {
+            inject_fault(&mut world.cluster, &mut fault_rng, state);
             let interval = plan.fault_interval.as_millis() as u64;
-            next_fault = cluster.now()
+            next_fault = world.cluster.now()
                 + Duration::from_millis(fault_rng.range(interval / 2, interval * 3 / 2 + 1));
         }
-        step(
-            &mut cluster,
-            &mut workload,
-            &mut invariants,
-            &mut roles,
-            state,
-            true,
-        )?;
+        world.step(state, true)?;
     }
 
     // Liveness phase: heal everything and expect a leader, every client
     // operation finished, readable writes and equal state machines.
-    heal_all(&mut cluster, state);
-    let deadline = cluster.now() + 10 * MAX_ELECTION_TIMEOUT;
-    while !has_stable_leader(&cluster) {
-        if cluster.now() >= deadline {
-            return Err(Failure::NoLeader {
-                waited: 10 * MAX_ELECTION_TIMEOUT,
-            });
-        }
-        step(
-            &mut cluster,
-            &mut workload,
-            &mut invariants,
-            &mut roles,
-            state,
-            false,
-        )?;
+    heal_all(&mut world.cluster, state);
+    let deadline = world.cluster.now() + 10 * MAX_ELECTION_TIMEOUT;
+    world.step_while(state, |world| {
+        !has_stable_leader(&world.cluster) && world.cluster.now() < deadline
+    })?;
+    if !has_stable_leader(&world.cluster) {
+        return Err(Failure::NoLeader {
+            waited: 10 * MAX_ELECTION_TIMEOUT,
+        });
     }
-    while !workload.is_idle() {
-        step(
-            &mut cluster,
-            &mut workload,
-            &mut invariants,
-            &mut roles,
-            state,
-            false,
-        )?;
-    }
+    world.step_while(state, |world| !world.workload.is_idle())?;
 
     // Read every key. A read that fails (the leader may step down or
     // change meanwhile) is retried once a leader is stable again, until ten
     // election timeouts have passed.
     let mut reads_done = false;
-    let deadline = cluster.now() + 10 * MAX_ELECTION_TIMEOUT;
-    while cluster.now() < deadline {
-        while !has_stable_leader(&cluster) && cluster.now() < deadline {
-            step(
-                &mut cluster,
-                &mut workload,
-                &mut invariants,
-                &mut roles,
-                state,
-                false,
-            )?;
-        }
-        let ok_before = workload.counts.0;
-        let now = cluster.now();
-        for line in workload.read_all(&cluster.network, now) {
+    let deadline = world.cluster.now() + 10 * MAX_ELECTION_TIMEOUT;
+    while world.cluster.now() < deadline {
+        world.step_while(state, |world| {
+            !has_stable_leader(&world.cluster) && world.cluster.now() < deadline
+        })?;
+        let ok_before = world.workload.counts.0;
+        let now = world.cluster.now();
+        for line in world.workload.read_all(&world.cluster.network, now) {
             state.trace.record(now, line);
         }
-        while !workload.is_idle() {
-            step(
-                &mut cluster,
-                &mut workload,
-                &mut invariants,
-                &mut roles,
-                state,
-                false,
-            )?;
-        }
-        if workload.counts.0 >= ok_before + crate::workload::KEYS.len() as u64 {
+        world.step_while(state, |world| !world.workload.is_idle())?;
+        if world.workload.counts.0 >= ok_before + crate::workload::KEYS.len() as u64 {
             reads_done = true;
             break;
         }
@@ -372,22 +337,51 @@ fn run(
     if !reads_done {
         return Err(Failure::FinalReadsIncomplete);
     }
-    wait_for_convergence(
-        &mut cluster,
-        &mut workload,
-        &mut invariants,
-        &mut roles,
-        state,
-    )?;
+    wait_for_convergence(&mut world, state)?;
 
-    state.simulated = cluster.now();
-    state.operations = workload.counts;
-    state.history = workload
+    state.simulated = world.cluster.now();
+    state.operations = world.workload.counts;
+    state.history = world
+        .workload
         .history()
         .iter()
         .map(|line| line.to_json())
         .collect();
     check_history(&state.history)
+}
+
+/// The parts of a seed that every step changes.
+struct World {
+    cluster: SimCluster,
+    workload: Workload,
+    invariants: Invariants,
+    /// Each node's last seen role and term, to trace changes.
+    roles: Vec<(Role, raft_core::Term)>,
+}
+
+impl World {
+    fn step(&mut self, state: &mut SeedState, generate: bool) -> Result<(), Failure> {
+        step(
+            &mut self.cluster,
+            &mut self.workload,
+            &mut self.invariants,
+            &mut self.roles,
+            state,
+            generate,
+        )
+    }
+
+    /// Steps without starting client operations while `busy` returns true.
+    fn step_while(
+        &mut self,
+        state: &mut SeedState,
+        mut busy: impl FnMut(&World) -> bool,
+    ) -> Result<(), Failure> {
+        while busy(self) {
+            self.step(state, false)?;
+        }
+        Ok(())
+    }
 }
 
 fn check_history(history: &[String]) -> Result<(), Failure> {
@@ -602,16 +596,11 @@ fn has_stable_leader(cluster: &SimCluster) -> bool {
             .all(|status| status.leader == Some(leader.id) && status.term == leader.term)
 }
 
-fn wait_for_convergence(
-    cluster: &mut SimCluster,
-    workload: &mut Workload,
-    invariants: &mut Invariants,
-    roles: &mut [(Role, raft_core::Term)],
-    state: &mut SeedState,
-) -> Result<(), Failure> {
-    let deadline = cluster.now() + 10 * MAX_ELECTION_TIMEOUT;
+fn wait_for_convergence(world: &mut World, state: &mut SeedState) -> Result<(), Failure> {
+    let deadline = world.cluster.now() + 10 * MAX_ELECTION_TIMEOUT;
     loop {
-        let contents: Vec<Vec<(Vec<u8>, Vec<u8>)>> = cluster
+        let contents: Vec<Vec<(Vec<u8>, Vec<u8>)>> = world
+            .cluster
             .nodes
             .iter()
             .filter_map(|node| node.node.as_ref())
@@ -622,7 +611,8 @@ fn wait_for_convergence(
                     .collect()
             })
             .collect();
-        let applied: Vec<_> = cluster
+        let applied: Vec<_> = world
+            .cluster
             .nodes
             .iter()
             .filter_map(|node| node.node.as_ref())
@@ -633,11 +623,11 @@ fn wait_for_convergence(
         if same {
             return Ok(());
         }
-        if cluster.now() >= deadline {
+        if world.cluster.now() >= deadline {
             return Err(Failure::Diverged {
                 detail: format!("applied indexes {applied:?}"),
             });
         }
-        step(cluster, workload, invariants, roles, state, false)?;
+        world.step(state, false)?;
     }
 }
