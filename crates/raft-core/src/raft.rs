@@ -425,8 +425,8 @@ impl RawNode {
     }
 
     /// Hands leadership to `target`: the leader stops accepting proposals,
-    /// brings the target's log up to date, and then tells it to start an
-    /// election at once. The transfer is abandoned after an election
+    /// brings the target's log up to date, and then sends it TimeoutNow so
+    /// that it starts an election at once. The transfer is abandoned after an election
     /// timeout without success.
     ///
     /// # Errors

@@ -83,7 +83,7 @@ pub struct SimCluster {
     /// Small batches let an old entry reach a follower without the entries
     /// after it, which some safety bugs need to show.
     pub max_entries_per_append: usize,
-    /// How the nodes confirm reads: a heartbeat round or a lease.
+    /// The way the nodes confirm reads: a heartbeat round or a lease.
     pub read_mode: raft_core::ReadMode,
 }
 

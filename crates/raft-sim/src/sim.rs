@@ -83,7 +83,7 @@ pub struct FaultCounts {
     pub heals: u64,
 }
 
-/// Why a seed failed.
+/// The reason a seed failed.
 #[derive(Clone, Debug)]
 pub enum Failure {
     Invariant(Violation),
@@ -117,7 +117,7 @@ impl fmt::Display for Failure {
     }
 }
 
-/// What one seed did.
+/// The outcome of one seed.
 #[derive(Debug)]
 pub struct SeedReport {
     pub seed: u64,

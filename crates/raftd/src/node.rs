@@ -47,7 +47,7 @@ pub struct NodeConfig {
     pub record_applied: bool,
     /// Maximum entries in one AppendEntries message.
     pub max_entries_per_append: usize,
-    /// How reads confirm leadership: a heartbeat round or a lease.
+    /// The way reads confirm leadership: a heartbeat round or a lease.
     pub read_mode: ReadMode,
 }
 
@@ -481,8 +481,8 @@ impl<T: Transport, S: LogStorage> Node<T, S> {
         }
     }
 
-    /// The reply to a request that only the leader serves, naming the
-    /// leader this node knows of.
+    /// Returns the reply to a request that only the leader serves, naming
+    /// the last leader this node heard from.
     fn not_leader(&self) -> ClientResponse {
         let leader = self.raw.status().leader;
         let leader_client_addr = leader.and_then(|leader| {
@@ -582,8 +582,8 @@ impl<T: Transport, S: LogStorage> Node<T, S> {
         self.serve_reads();
     }
 
-    /// Starts a linearizable read through ReadIndex; the answer comes once
-    /// the read index is confirmed and applied.
+    /// Starts a linearizable read through ReadIndex. The response goes out
+    /// once the read index is confirmed and applied.
     fn start_read(&mut self, conn: ConnId, id: RequestId, key: Vec<u8>) {
         if let Some(error) = check_command(&Command::Get { key: key.clone() }) {
             self.respond(conn, id, error);
@@ -598,7 +598,7 @@ impl<T: Transport, S: LogStorage> Node<T, S> {
         }
     }
 
-    /// Answers the confirmed reads whose index the state machine applied.
+    /// Responds to the confirmed reads whose index the state machine applied.
     fn serve_reads(&mut self) {
         for read in self.reads.servable(self.kv.applied_index()) {
             let value = self.kv.get(&read.key).map(<[u8]>::to_vec);
@@ -667,7 +667,7 @@ impl<T: Transport, S: LogStorage> Node<T, S> {
             Some(Applied::Value(value)) => ClientResponse::Value { value },
             None => ClientResponse::Error {
                 kind: ClientErrorKind::Internal,
-                message: format!("entry {} holds no valid command", entry.index),
+                message: format!("entry {} contains no valid command", entry.index),
             },
         };
         self.respond(pending.conn, pending.id, response);
